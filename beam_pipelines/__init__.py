@@ -1,0 +1,1 @@
+"""The Apache Beam preprocessing job: raw Food-101-layout images -> sharded TFRecords + stats."""

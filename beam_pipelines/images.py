@@ -1,0 +1,114 @@
+"""Validating one raw image and turning it into what the dataset stores. Pure functions on bytes.
+
+RGB JPEGs are stored byte for byte; anything else Pillow can decode (grayscale, CMYK, PNG, ...) is
+converted to an RGB JPEG. Declared dimensions are checked from the header before any pixel is
+decoded, so a decompression bomb is rejected without allocating it.
+"""
+
+import dataclasses
+import io
+import warnings
+
+from PIL import Image
+
+DEFAULT_MIN_SIDE = 32
+DEFAULT_MAX_PIXELS = 40_000_000  # Food-101 images are at most 512 x 512
+CONVERTED_JPEG_QUALITY = 95
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelSums:
+    """Exact per-channel partial sums over RGB pixels: the unit the stats combiner merges."""
+
+    count: int  # pixels (per channel)
+    total: tuple[int, int, int]
+    squares: tuple[int, int, int]
+
+    def __add__(self, other: "PixelSums") -> "PixelSums":
+        return PixelSums(
+            self.count + other.count,
+            tuple(a + b for a, b in zip(self.total, other.total)),
+            tuple(a + b for a, b in zip(self.squares, other.squares)),
+        )
+
+
+ZERO_SUMS = PixelSums(0, (0, 0, 0), (0, 0, 0))
+
+
+@dataclasses.dataclass(frozen=True)
+class Inspection:
+    """What validation found: either ``reason`` (rejected) or the stored image's facts."""
+
+    reason: str | None = None
+    height: int = 0
+    width: int = 0
+    converted: bool = False
+    stored_size: int = 0
+    sums: PixelSums = ZERO_SUMS
+
+
+class Rejected(ValueError):
+    """The image cannot go into the dataset; the message is the reason recorded for it."""
+
+
+def open_checked(data: bytes, min_side: int, max_pixels: int) -> Image.Image:
+    """Open ``data`` lazily and check its declared size; raises ``Rejected``."""
+    if not data:
+        raise Rejected("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise Rejected(f"decompression bomb: {exc}") from None
+    except Exception as exc:  # Pillow raises many types for garbage input
+        raise Rejected(f"not an image ({type(exc).__name__})") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise Rejected(f"too many pixels: {width}x{height} > {max_pixels}")
+    if min(width, height) < min_side:
+        raise Rejected(f"too small: {width}x{height}, minimum side is {min_side}")
+    return image
+
+
+def decode_rgb(image: Image.Image) -> Image.Image:
+    try:
+        image.load()
+        return image if image.mode == "RGB" else image.convert("RGB")
+    except Exception as exc:
+        raise Rejected(f"undecodable ({type(exc).__name__}: {exc})") from None
+
+
+def stored_bytes(data: bytes, min_side: int = DEFAULT_MIN_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """The bytes the dataset stores for ``data``: itself if an RGB JPEG, else a converted RGB JPEG."""
+    image = open_checked(data, min_side, max_pixels)
+    if image.format == "JPEG" and image.mode == "RGB":
+        return data
+    buffer = io.BytesIO()
+    decode_rgb(image).save(buffer, format="JPEG", quality=CONVERTED_JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def pixel_sums(image: Image.Image) -> PixelSums:
+    """Exact channel sums and sums of squares of an RGB image, from its 3 x 256 histogram."""
+    histogram = image.histogram()
+    total, squares = [], []
+    for channel in range(3):
+        counts = histogram[256 * channel: 256 * (channel + 1)]
+        total.append(sum(value * n for value, n in enumerate(counts)))
+        squares.append(sum(value * value * n for value, n in enumerate(counts)))
+    width, height = image.size
+    return PixelSums(width * height, tuple(total), tuple(squares))
+
+
+def inspect(data: bytes, min_side: int = DEFAULT_MIN_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS) -> Inspection:
+    """Validate one raw image and measure what will be stored (decoding the stored bytes)."""
+    try:
+        stored = stored_bytes(data, min_side, max_pixels)
+        image = decode_rgb(Image.open(io.BytesIO(stored)))
+    except Rejected as exc:
+        return Inspection(reason=str(exc))
+    width, height = image.size
+    return Inspection(
+        height=height, width=width, converted=stored is not data, stored_size=len(stored), sums=pixel_sums(image)
+    )

@@ -1,0 +1,67 @@
+"""Checks made by the driver before any worker starts, so bad input fails fast with one line:
+missing input or bucket, unreachable endpoint, wrong credentials, unknown or empty classes."""
+
+import os
+
+from apache_beam.io.filesystems import FileSystems
+
+from foodpipe import classes as class_lists
+from foodpipe import s3, uri
+from foodpipe.errors import FoodpipeError
+
+
+def available_classes(input_uri: str, settings: s3.S3Settings) -> list[str]:
+    """Class folders under ``INPUT/images/`` that hold at least one file."""
+    if uri.is_s3(input_uri):
+        return _s3_classes(input_uri, settings)
+    images_dir = os.path.join(input_uri, "images")
+    if not os.path.isdir(input_uri):
+        raise FoodpipeError(f"input folder does not exist: {input_uri}")
+    if not os.path.isdir(images_dir):
+        raise FoodpipeError(f"input is not in Food-101 layout: {images_dir} does not exist")
+    return sorted(
+        entry.name for entry in os.scandir(images_dir)
+        if entry.is_dir() and any(child.is_file() for child in os.scandir(entry.path))
+    )
+
+
+def _s3_classes(input_uri: str, settings: s3.S3Settings) -> list[str]:
+    bucket, key = uri.split_s3(input_uri)
+    s3.check_bucket(settings, bucket, f"reading {input_uri}")
+    prefix = f"{key}/images/" if key else "images/"
+    client = settings.boto3_client()
+    found = []
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+            found += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+    except Exception as exc:
+        raise s3.describe_error(exc, settings, f"listing {input_uri}") from None
+    return sorted(found)  # an S3 "folder" exists only while it holds an object
+
+
+def read_classes_file(path: str) -> list[str]:
+    try:
+        with FileSystems.open(path) as f:
+            return class_lists.parse(f.read().decode("utf-8"))
+    except FoodpipeError:
+        raise
+    except Exception as exc:
+        raise FoodpipeError(f"cannot read classes file {path}: {type(exc).__name__}") from None
+
+
+def select_classes(input_uri: str, classes_file: str | None, settings: s3.S3Settings) -> list[str]:
+    """The classes the job keeps, sorted: labels are indices into this list."""
+    available = available_classes(input_uri, settings)
+    if not available:
+        raise FoodpipeError(f"no images found under {uri.join(input_uri, 'images')}/<class>/")
+    if classes_file is None:
+        return available
+    wanted = read_classes_file(classes_file)
+    if not wanted:
+        raise FoodpipeError(f"classes file {classes_file} lists no classes")
+    missing = [name for name in wanted if name not in available]
+    if missing:
+        raise FoodpipeError(
+            f"classes file {classes_file} names classes with no images under the input: {', '.join(missing)}"
+        )
+    return sorted(wanted)

@@ -1,0 +1,143 @@
+"""The preprocessing job: ``python -m beam_pipelines.preprocess`` or ``foodpipe preprocess``.
+
+    python -m beam_pipelines.preprocess --input s3://raw/food-101 --output s3://datasets/food10 \
+        --classes-file foodpipe/classes/seed10.txt [--runner DaskRunner --dask_client_address tcp://h:8786]
+
+Job flags are parsed here; every other flag goes to Beam's ``PipelineOptions``. Without
+``--runner`` the job runs on the DirectRunner in multi-processing mode, one worker per core.
+"""
+
+import argparse
+import datetime
+import logging
+import os
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_pipelines import config as job_config
+from beam_pipelines import output, preflight, transforms
+from beam_pipelines.stats import mean_std
+from beam_pipelines.images import PixelSums
+from foodpipe import __version__, s3, schema
+from foodpipe.errors import FoodpipeError
+
+log = logging.getLogger("foodpipe.preprocess")
+
+
+def default_runner_flags(beam_args: list[str]) -> list[str]:
+    """Force a runner: Beam's own default (Prism) downloads a binary, which fails offline."""
+    if any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
+        return []
+    return ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
+            f"--direct_num_workers={os.cpu_count() or 1}", "--default_sdk_harness_log_level=WARNING"]
+
+
+def pipeline_options(beam_args: list[str], settings: s3.S3Settings) -> PipelineOptions:
+    return PipelineOptions(beam_args + default_runner_flags(beam_args) + settings.beam_flags())
+
+
+def build_metadata(config, classes, summary: dict, runner: str, seconds: float) -> dict:
+    splits = {}
+    for split_name in schema.SPLITS:
+        shards = [s for s in summary["shards"] if s["split"] == split_name]
+        splits[split_name] = {
+            "count": sum(s["count"] for s in shards),
+            "shards": [s["name"] for s in shards],
+            "bytes": sum(s["bytes"] for s in shards),
+            "class_counts": {c: n for s, c, n in summary["class_counts"] if s == split_name},
+        }
+    sums = PixelSums(**{k: tuple(v) if isinstance(v, list) else v for k, v in summary["pixel_sums"].items()})
+    mean, std = mean_std(sums)
+    return {
+        "schema_version": schema.SCHEMA_VERSION,
+        "classes": classes,
+        "splits": splits,
+        "stats": {"mean": mean, "std": std, "computed_on": schema.SPLITS[0], "pixels": sums.count},
+        "rejected": summary["rejected"],
+        "images": sum(s["count"] for s in splits.values()),
+        "source": config.input,
+        "config": config.as_params(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "job": {"runner": runner, "seconds": round(seconds, 3), "foodpipe_version": __version__},
+    }
+
+
+def check_every_class_written(classes, metadata) -> None:
+    written = {c for split in metadata["splits"].values() for c, n in split["class_counts"].items() if n}
+    empty = [c for c in classes if c not in written]
+    if empty:
+        raise FoodpipeError(f"no valid images in class(es): {', '.join(empty)} (see rejected.jsonl reasons)")
+
+
+def describe_job_failure(exc: BaseException) -> str:
+    """Beam wraps worker errors in pages of context; keep the innermost line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = lines[-1] if lines else type(exc).__name__
+    return f"the preprocessing job failed: {detail[:500]}"
+
+
+def run(argv=None) -> dict:
+    """Runs the job and commits its output; returns the dataset's metadata."""
+    parser = argparse.ArgumentParser(prog="foodpipe preprocess", description=__doc__.split("\n\n")[0])
+    job_config.add_arguments(parser)
+    args, beam_args = parser.parse_known_args(argv)
+    config = job_config.PreprocessConfig.from_args(args)
+    settings = s3.S3Settings.from_env(args.s3_endpoint)
+    settings.apply_to_environment()
+    options = pipeline_options(beam_args, settings)
+    FileSystems.set_options(options)
+    runner = options.view_as(beam.options.pipeline_options.StandardOptions).runner
+
+    classes = preflight.select_classes(config.input, config.classes_file, settings)
+    if config.output.startswith("s3://"):
+        from foodpipe import uri
+
+        s3.check_bucket(settings, uri.split_s3(config.output)[0], f"writing {config.output}")
+    staging = output.new_staging_dir(config.output)
+    log.info("preprocess: %d classes from %s -> %s (runner %s)", len(classes), config.input, config.output, runner)
+    started = time.monotonic()
+    try:
+        try:
+            with beam.Pipeline(options=options) as pipeline:
+                transforms.build(pipeline, config, classes, staging)
+        except FoodpipeError:
+            raise
+        except Exception as exc:
+            raise FoodpipeError(describe_job_failure(exc)) from None
+        seconds = time.monotonic() - started
+        summary = output.read_json(f"{staging}/{transforms.SUMMARY_FILE}")
+        metadata = build_metadata(config, classes, summary, runner, seconds)
+        check_every_class_written(classes, metadata)
+        files = [s["name"] for s in summary["shards"]] + [schema.MANIFEST_FILE, schema.REJECTED_FILE]
+        output.commit(staging, config.output, files, metadata)
+    finally:
+        output.delete_tree(staging)
+
+    counts = ", ".join(f"{name} {metadata['splits'][name]['count']}" for name in schema.SPLITS)
+    read = metadata["images"] + metadata["rejected"]
+    log.info(
+        "preprocess: read %d images, wrote %d (%s), rejected %d, in %.1f s (%.0f images/s) -> %s",
+        read, metadata["images"], counts, metadata["rejected"], seconds, read / max(seconds, 1e-9), config.output,
+    )
+    return metadata
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    try:
+        run(argv)
+    except FoodpipeError as exc:
+        print(f"foodpipe preprocess: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    from foodpipe.cli import exit_now
+
+    exit_now(main())

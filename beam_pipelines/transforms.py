@@ -1,0 +1,294 @@
+"""The job's DoFns and composite PTransforms. Small records (ids, sizes, pixel sums) travel
+through the shuffles; image bytes are read where they are used, so memory stays bounded by a
+bundle, not by the dataset."""
+
+import dataclasses
+import json
+import math
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from beam_pipelines import images, split
+from beam_pipelines.stats import ChannelStatsFn
+from foodpipe import schema
+from foodpipe.tfrecord import TFRecordWriter
+
+NAMESPACE = "foodpipe.preprocess"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRecord:
+    """One accepted image, without its pixels."""
+
+    image_id: str  # "<class>/<file stem>", as in Food-101's meta files
+    uri: str
+    class_name: str
+    label: int
+    height: int
+    width: int
+    stored_size: int
+    converted: bool
+    sums: images.PixelSums
+    split: str | None = None
+
+
+def locate(path: str, images_root: str) -> tuple[str, str] | None:
+    """``(class_name, image_id)`` for ``ROOT/images/<class>/<file>``, else None."""
+    relative = path[len(images_root):].lstrip("/") if path.startswith(images_root) else ""
+    parts = relative.split("/")
+    if len(parts) != 2 or not all(parts):
+        return None
+    class_name, filename = parts
+    return class_name, f"{class_name}/{filename.rsplit('.', 1)[0]}"
+
+
+class InspectImageFn(beam.DoFn):
+    """Reads and validates one file; accepted images go to the main output, the rest to
+    ``rejected`` with a reason. Never raises for bad data."""
+
+    REJECTED = "rejected"
+
+    def __init__(self, images_root: str, classes: list[str], min_side: int, max_pixels: int):
+        self.images_root = images_root
+        self.labels = {name: index for index, name in enumerate(classes)}
+        self.min_side = min_side
+        self.max_pixels = max_pixels
+        self.read = Metrics.counter(NAMESPACE, "images_read")
+        self.rejected = Metrics.counter(NAMESPACE, "images_rejected")
+        self.converted = Metrics.counter(NAMESPACE, "images_converted")
+
+    def process(self, metadata):
+        output = self._inspect(metadata.path)
+        if output is not None:
+            yield output
+
+    def _inspect(self, path: str):
+        located = locate(path, self.images_root)
+        if located is None:
+            self.rejected.inc()
+            return beam.pvalue.TaggedOutput(self.REJECTED, {"uri": path, "reason": "not at images/<class>/<file>"})
+        class_name, image_id = located
+        if class_name not in self.labels:
+            return None  # a class the job was asked to leave out
+        self.read.inc()
+        with FileSystems.open(path) as f:
+            data = f.read()
+        found = images.inspect(data, self.min_side, self.max_pixels)
+        if found.reason:
+            self.rejected.inc()
+            return beam.pvalue.TaggedOutput(self.REJECTED, {"uri": path, "reason": found.reason})
+        if found.converted:
+            self.converted.inc()
+        return ImageRecord(
+            image_id=image_id, uri=path, class_name=class_name, label=self.labels[class_name],
+            height=found.height, width=found.width, stored_size=found.stored_size,
+            converted=found.converted, sums=found.sums,
+        )
+
+
+class ReadAndValidate(beam.PTransform):
+    """Matches ``ROOT/images/*/*`` and yields accepted ``ImageRecord``s and rejections."""
+
+    def __init__(self, input_root: str, classes: list[str], min_side: int, max_pixels: int):
+        super().__init__()
+        self.images_root = input_root.rstrip("/") + "/images"
+        self.inspect = InspectImageFn(self.images_root, classes, min_side, max_pixels)
+
+    def expand(self, pipeline):
+        return (
+            pipeline
+            | "MatchImages" >> fileio.MatchFiles(self.images_root + "/*/*")
+            | "SpreadFiles" >> beam.Reshuffle()  # break fusion so every worker decodes
+            | "Inspect" >> beam.ParDo(self.inspect).with_outputs(InspectImageFn.REJECTED, main="images")
+        )
+
+
+def assign_class_splits(class_and_records, fractions, seed):
+    _, records = class_and_records
+    records = list(records)
+    splits = split.assign([r.image_id for r in records], fractions, seed)
+    for record in records:
+        yield dataclasses.replace(record, split=splits[record.image_id])
+
+
+class AssignSplits(beam.PTransform):
+    """Stratified, deterministic split: records of one class are grouped (ids only, no pixels)."""
+
+    def __init__(self, fractions, seed):
+        super().__init__()
+        self.fractions, self.seed = fractions, seed
+
+    def expand(self, records):
+        return (
+            records
+            | "KeyByClass" >> beam.Map(lambda r: (r.class_name, r))
+            | "GroupByClass" >> beam.GroupByKey()
+            | "Assign" >> beam.FlatMap(assign_class_splits, self.fractions, self.seed)
+        )
+
+
+class ComputeStats(beam.PTransform):
+    """Global per-channel pixel sums over the train split."""
+
+    def expand(self, records):
+        return (
+            records
+            | "TrainOnly" >> beam.Filter(lambda r: r.split == schema.SPLITS[0])
+            | "Sums" >> beam.Map(lambda r: r.sums)
+            | "Combine" >> beam.CombineGlobally(ChannelStatsFn())
+        )
+
+
+def shard_count(split_bytes: int, shard_size_bytes: int) -> int:
+    return max(1, math.ceil(split_bytes / shard_size_bytes))
+
+
+def key_by_shard(record: ImageRecord, split_bytes: dict, shard_size_bytes: int, seed: int):
+    count = shard_count(split_bytes[record.split], shard_size_bytes)
+    index = split.stable_hash(seed, "shard", record.image_id) % count
+    return (record.split, index, count), record
+
+
+class WriteShardFn(beam.DoFn):
+    """Writes one shard: records in a seeded random order (so classes are mixed), each image read
+    again from the input and converted the same way as when it was validated."""
+
+    def __init__(self, directory: str, seed: int, min_side: int, max_pixels: int):
+        self.directory, self.seed = directory, seed
+        self.min_side, self.max_pixels = min_side, max_pixels
+        self.written = Metrics.counter(NAMESPACE, "images_written")
+
+    def process(self, shard_and_records):
+        (split_name, index, count), records = shard_and_records
+        records = sorted(records, key=lambda r: (split.stable_hash(self.seed, "order", r.image_id), r.image_id))
+        name = schema.shard_name(split_name, index, count)
+        with FileSystems.create(f"{self.directory}/{name}") as f:
+            writer = TFRecordWriter(f)
+            for record in records:
+                with FileSystems.open(record.uri) as source:
+                    data = images.stored_bytes(source.read(), self.min_side, self.max_pixels)
+                if len(data) != record.stored_size:
+                    raise RuntimeError(f"{record.uri} changed while the job was running")
+                writer.write(schema.to_example(
+                    data, record.image_id, record.label, record.class_name, record.height, record.width
+                ))
+                self.written.inc()
+        yield {"split": split_name, "name": name, "count": writer.records, "bytes": writer.bytes}
+
+
+class WriteShards(beam.PTransform):
+    """Split records -> ``{split}-NNNNN-of-MMMMM.tfrecord`` of about ``shard_size_bytes`` each."""
+
+    def __init__(self, directory: str, shard_size_bytes: int, seed: int, min_side: int, max_pixels: int):
+        super().__init__()
+        self.directory, self.shard_size_bytes, self.seed = directory, shard_size_bytes, seed
+        self.min_side, self.max_pixels = min_side, max_pixels
+
+    def expand(self, records):
+        split_bytes = (
+            records
+            | "SizeBySplit" >> beam.Map(lambda r: (r.split, r.stored_size))
+            | "SumSizes" >> beam.CombinePerKey(sum)
+        )
+        return (
+            records
+            | "KeyByShard" >> beam.Map(
+                key_by_shard, beam.pvalue.AsDict(split_bytes), self.shard_size_bytes, self.seed)
+            | "GroupByShard" >> beam.GroupByKey()
+            | "Write" >> beam.ParDo(WriteShardFn(self.directory, self.seed, self.min_side, self.max_pixels))
+        )
+
+
+def manifest_row(record: ImageRecord) -> dict:
+    return {
+        "id": record.image_id, "uri": record.uri, "label": record.label, "class_name": record.class_name,
+        "split": record.split, "height": record.height, "width": record.width,
+    }
+
+
+def write_manifest(rows: list[dict], path: str) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = sorted(rows, key=lambda row: row["id"])
+    table = pa.table({column: [row[column] for row in rows] for column in schema.MANIFEST_COLUMNS})
+    with FileSystems.create(path) as f:
+        pq.write_table(table, f)
+    return len(rows)
+
+
+def write_rejected(rejections: list[dict], path: str) -> int:
+    lines = [json.dumps(r, sort_keys=True) + "\n" for r in sorted(rejections, key=lambda r: r["uri"])]
+    with FileSystems.create(path) as f:
+        f.write("".join(lines).encode())
+    return len(lines)
+
+
+def write_summary(_, path, shards, stats, class_counts, rejected, manifest_rows):
+    """The facts the driver turns into ``metadata.json`` once the whole dataset is committed."""
+    summary = {
+        "shards": sorted(shards, key=lambda s: s["name"]),
+        "pixel_sums": dataclasses.asdict(stats),
+        "class_counts": sorted([list(key) + [n] for key, n in class_counts]),
+        "rejected": rejected,
+        "manifest_rows": manifest_rows,
+    }
+    with FileSystems.create(path) as f:
+        f.write(json.dumps(summary).encode())
+    return path
+
+
+class WriteDatasetFiles(beam.PTransform):
+    """Manifest, rejections and the job summary, next to the shards."""
+
+    def __init__(self, directory: str):
+        super().__init__()
+        self.directory = directory
+
+    def expand(self, pcolls):
+        records, rejections, shards, stats = (pcolls[k] for k in ("records", "rejected", "shards", "stats"))
+        manifest_rows = (
+            records
+            | "ManifestRow" >> beam.Map(manifest_row)
+            | "CollectRows" >> beam.combiners.ToList()
+            | "WriteManifest" >> beam.Map(write_manifest, f"{self.directory}/{schema.MANIFEST_FILE}")
+        )
+        rejected = (
+            rejections
+            | "CollectRejected" >> beam.combiners.ToList()
+            | "WriteRejected" >> beam.Map(write_rejected, f"{self.directory}/{schema.REJECTED_FILE}")
+        )
+        class_counts = (
+            records
+            | "SplitClass" >> beam.Map(lambda r: ((r.split, r.class_name), 1))
+            | "CountSplitClass" >> beam.CombinePerKey(sum)
+        )
+        return (
+            records.pipeline
+            | "SummaryTrigger" >> beam.Create([None])
+            | "WriteSummary" >> beam.Map(
+                write_summary,
+                f"{self.directory}/{SUMMARY_FILE}",
+                shards=beam.pvalue.AsList(shards),
+                stats=beam.pvalue.AsSingleton(stats),
+                class_counts=beam.pvalue.AsList(class_counts),
+                rejected=beam.pvalue.AsSingleton(rejected),
+                manifest_rows=beam.pvalue.AsSingleton(manifest_rows),
+            )
+        )
+
+
+def build(pipeline, config, classes: list[str], staging: str):
+    """The whole job graph, writing a complete dataset (plus ``summary.json``) under ``staging``."""
+    inspected = pipeline | "ReadAndValidate" >> ReadAndValidate(
+        config.input, classes, config.min_side, config.max_pixels)
+    records = inspected.images | "AssignSplits" >> AssignSplits(config.split, config.seed)
+    stats = records | "ComputeStats" >> ComputeStats()
+    shards = records | "WriteShards" >> WriteShards(
+        staging, config.shard_size_bytes, config.seed, config.min_side, config.max_pixels)
+    return {"records": records, "rejected": inspected.rejected, "shards": shards, "stats": stats} | (
+        "WriteDatasetFiles" >> WriteDatasetFiles(staging))

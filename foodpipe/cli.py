@@ -1,0 +1,146 @@
+"""The ``foodpipe`` command. Each subcommand parses its flags into a typed config and calls one
+function; a ``FoodpipeError`` becomes a one-line message and a non-zero exit, never a traceback."""
+
+import argparse
+import logging
+import os
+import sys
+
+from foodpipe.errors import FoodpipeError
+
+EXIT_ERROR = 2
+
+
+def exit_now(code: int) -> None:
+    """Flush everything, then leave without running interpreter shutdown.
+
+    With tensorflow-io's S3 filesystem loaded the process aborts during shutdown ("pure virtual
+    method called", exit 134; tensorflow/io#2039), which would replace the real exit code.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def _s3_settings(args):
+    from foodpipe import s3
+
+    settings = s3.S3Settings.from_env(getattr(args, "s3_endpoint", None))
+    settings.apply_to_environment()
+    return settings
+
+
+def cmd_s3_server(args) -> int:
+    from foodpipe import s3_server
+
+    return s3_server.serve(args.host, args.port)
+
+
+def cmd_synth(args) -> int:
+    from tqdm import tqdm
+
+    from foodpipe import synth
+
+    config = synth.SynthConfig(args.out, args.classes, args.per_class, args.seed, args.corrupt)
+    with tqdm(total=config.classes * config.per_class, desc="synth", unit="img", disable=args.quiet) as bar:
+        counts = synth.generate(config, progress=bar.update)
+    print(f"wrote {counts['images']} images in {counts['classes']} classes (+{counts['corrupt']} corrupt) to {args.out}")
+    return 0
+
+
+def cmd_upload(args) -> int:
+    from foodpipe import upload
+
+    stats = upload.upload(args.src, args.dest, _s3_settings(args), workers=args.workers,
+                          create_bucket=args.create_bucket, show_progress=not args.quiet)
+    print(f"uploaded {stats['uploaded']} objects ({stats['bytes'] / 1e6:.1f} MB), "
+          f"skipped {stats['skipped']} already present, to {args.dest}")
+    return 0
+
+
+def cmd_preprocess(argv) -> int:
+    from beam_pipelines import preprocess
+
+    return preprocess.main(argv)
+
+
+def cmd_bench(args) -> int:
+    from foodpipe import bench
+
+    return bench.main(args)
+
+
+def cmd_demo(args) -> int:
+    from foodpipe import demo
+
+    return demo.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="foodpipe", description="Food-101 classification on TensorFlow's data stack.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("s3-server", help="embedded S3-compatible endpoint (moto) for local work and tests")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9000, help="0 picks a free port (printed)")
+    p.set_defaults(func=cmd_s3_server)
+
+    p = commands.add_parser("synth", help="write a sample dataset in Food-101 layout")
+    p.add_argument("out")
+    p.add_argument("--classes", type=int, required=True)
+    p.add_argument("--per-class", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--corrupt", type=int, default=0, help="add this many broken files")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_synth)
+
+    p = commands.add_parser("upload", help="copy a Food-101 folder or food-101.tar.gz to s3://bucket/prefix")
+    p.add_argument("src")
+    p.add_argument("dest")
+    p.add_argument("--workers", type=int, default=16)
+    p.add_argument("--create-bucket", action="store_true", help="create the bucket if it does not exist")
+    p.add_argument("--s3-endpoint")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_upload)
+
+    commands.add_parser("preprocess", add_help=False,
+                        help="the Beam preprocessing job (see 'foodpipe preprocess --help')")
+
+    p = commands.add_parser("bench", help="benchmarks")
+    p.add_argument("what", choices=["preprocess"])
+    p.add_argument("--input", help="raw dataset for 'bench preprocess'")
+    p.add_argument("--json", help="also write the figures to this file")
+    p.add_argument("--s3-endpoint")
+    p.set_defaults(func=cmd_bench)
+
+    p = commands.add_parser("demo", help="the whole path on embedded defaults, from nothing")
+    p.add_argument("--workdir", default="demo-output")
+    p.add_argument("--per-class", type=int, default=60)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def run_command(argv=None) -> int:
+    """Run one command in this process and return its exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    try:
+        if argv and argv[0] == "preprocess":  # Beam's own flags pass through untouched
+            return cmd_preprocess(argv[1:])
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except FoodpipeError as exc:
+        print(f"foodpipe: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("foodpipe: interrupted", file=sys.stderr)
+        return 130
+
+
+def main() -> None:
+    exit_now(run_command())

@@ -1,0 +1,153 @@
+"""``foodpipe synth``: a small dataset in Food-101's layout, for demos, tests and benchmarks.
+
+Images are sized like Food-101 (longer side 512, the other 222–512). Each class is a shape filled
+with a striped texture at a class-specific angle and period; colours, position, size and noise are
+random per image, so a CNN has to learn shape and texture, not a flat colour. A few images are
+grayscale and a few are PNG files named ``.jpg``, as in messy real data. ``--corrupt K`` adds K
+broken files (empty, truncated JPEG, not an image).
+"""
+
+import dataclasses
+import io
+import os
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from foodpipe import classes as class_lists
+from foodpipe.errors import FoodpipeError
+
+LONG_SIDE = 512
+SHORT_SIDE_RANGE = (222, 512)
+GRAYSCALE_FRACTION = 0.04
+PNG_FRACTION = 0.03
+CORRUPT_KINDS = ("empty", "truncated", "text")
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthConfig:
+    out: str
+    classes: int
+    per_class: int
+    seed: int = 0
+    corrupt: int = 0
+
+    def __post_init__(self):
+        if not 1 <= self.classes <= 101:
+            raise FoodpipeError(f"--classes must be between 1 and 101, got {self.classes}")
+        if self.per_class < 1:
+            raise FoodpipeError(f"--per-class must be at least 1, got {self.per_class}")
+        if self.corrupt < 0:
+            raise FoodpipeError(f"--corrupt must not be negative, got {self.corrupt}")
+
+
+def class_names(count: int) -> list[str]:
+    """The seed's ten classes first, then the rest of Food-101 in order."""
+    seed = class_lists.builtin("seed10")
+    rest = [name for name in class_lists.builtin("food101") if name not in seed]
+    return (seed + rest)[:count]
+
+
+def _class_style(index: int) -> tuple[float, float, int]:
+    """Stripe angle (degrees), stripe period as a fraction of the image, and shape id."""
+    golden = 0.6180339887
+    angle = (index * golden * 180.0) % 180.0
+    period = 0.035 + 0.05 * ((index * 0.37) % 1.0)
+    return angle, period, index % 4
+
+
+def render_image(class_index: int, rng: np.random.Generator) -> Image.Image:
+    short = int(rng.integers(SHORT_SIDE_RANGE[0], SHORT_SIDE_RANGE[1] + 1))
+    width, height = (LONG_SIDE, short) if rng.random() < 0.5 else (short, LONG_SIDE)
+    angle, period, shape = _class_style(class_index)
+    angle += rng.normal(0, 4)
+    period *= rng.uniform(0.9, 1.1)
+
+    # Background: a smooth random gradient plus grain.
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = rng.uniform(40, 215, size=3)
+    tilt = rng.uniform(-60, 60, size=(2, 3))
+    background = base + (xx[..., None] / width) * tilt[0] + (yy[..., None] / height) * tilt[1]
+
+    # Foreground: stripes at the class angle, in two random colours.
+    theta = np.deg2rad(angle)
+    phase = (xx * np.cos(theta) + yy * np.sin(theta)) / (period * LONG_SIDE)
+    stripes = (np.sin(2 * np.pi * (phase + rng.random())) > 0)[..., None]
+    colour_a, colour_b = rng.uniform(0, 255, size=(2, 3))
+    texture = np.where(stripes, colour_a, colour_b)
+
+    mask = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(mask)
+    cx, cy = rng.uniform(0.35, 0.65) * width, rng.uniform(0.35, 0.65) * height
+    radius = rng.uniform(0.25, 0.4) * min(width, height)
+    if shape == 0:
+        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=255)
+    elif shape == 1:
+        draw.rectangle([cx - radius, cy - radius * 0.8, cx + radius, cy + radius * 0.8], fill=255)
+    else:
+        sides = 3 if shape == 2 else 6
+        start = rng.uniform(0, 2 * np.pi)
+        points = [
+            (cx + radius * np.cos(start + 2 * np.pi * k / sides), cy + radius * np.sin(start + 2 * np.pi * k / sides))
+            for k in range(sides)
+        ]
+        draw.polygon(points, fill=255)
+    alpha = np.asarray(mask.filter(ImageFilter.GaussianBlur(2)), dtype=np.float32)[..., None] / 255.0
+
+    pixels = background * (1 - alpha) + texture * alpha + rng.normal(0, 6, size=(height, width, 1))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+def encode(image: Image.Image, rng: np.random.Generator) -> bytes:
+    """JPEG bytes, except a few grayscale JPEGs and PNGs in disguise."""
+    buffer = io.BytesIO()
+    draw = rng.random()
+    if draw < PNG_FRACTION:
+        image.save(buffer, format="PNG")
+    elif draw < PNG_FRACTION + GRAYSCALE_FRACTION:
+        image.convert("L").save(buffer, format="JPEG", quality=90)
+    else:
+        image.save(buffer, format="JPEG", quality=int(rng.integers(75, 96)))
+    return buffer.getvalue()
+
+
+def corrupt_bytes(kind: str, rng: np.random.Generator) -> bytes:
+    if kind == "empty":
+        return b""
+    if kind == "truncated":
+        full = encode(render_image(0, rng), np.random.default_rng(1))
+        return full[: len(full) // 3]
+    return b"this is not an image\n" * 20
+
+
+def generate(config: SynthConfig, progress=None) -> dict:
+    """Write the dataset under ``config.out``; returns counts. Same seed, same bytes."""
+    rng = np.random.default_rng(config.seed)
+    names = class_names(config.classes)
+    images_dir = os.path.join(config.out, "images")
+    ids = rng.choice(9_000_000, size=config.classes * config.per_class + config.corrupt, replace=False) + 1_000_000
+    listing: dict[str, list[str]] = {}
+    next_id = iter(ids.tolist())
+    for class_index, name in enumerate(names):
+        os.makedirs(os.path.join(images_dir, name), exist_ok=True)
+        for _ in range(config.per_class):
+            image_id = str(next(next_id))
+            with open(os.path.join(images_dir, name, f"{image_id}.jpg"), "wb") as f:
+                f.write(encode(render_image(class_index, rng), rng))
+            listing.setdefault(name, []).append(image_id)
+            if progress:
+                progress()
+    for k in range(config.corrupt):
+        name = names[k % len(names)]
+        with open(os.path.join(images_dir, name, f"{next(next_id)}.jpg"), "wb") as f:
+            f.write(corrupt_bytes(CORRUPT_KINDS[k % len(CORRUPT_KINDS)], rng))
+
+    meta_dir = os.path.join(config.out, "meta")
+    os.makedirs(meta_dir, exist_ok=True)
+    with open(os.path.join(meta_dir, "classes.txt"), "w") as f:
+        f.write("".join(f"{name}\n" for name in names))
+    # Food-101's own meta split: the first three quarters of each class for training.
+    for split, part in (("train", slice(None, 3 * config.per_class // 4)), ("test", slice(3 * config.per_class // 4, None))):
+        with open(os.path.join(meta_dir, f"{split}.txt"), "w") as f:
+            f.write("".join(f"{name}/{image_id}\n" for name in names for image_id in listing[name][part]))
+    return {"classes": len(names), "images": config.classes * config.per_class, "corrupt": config.corrupt}

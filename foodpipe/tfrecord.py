@@ -1,0 +1,38 @@
+"""TFRecord framing, so Beam workers can stream records into any Beam ``FileSystems`` file.
+
+Each record is ``uint64 length | uint32 masked_crc32c(length) | data | uint32 masked_crc32c(data)``,
+little-endian, as TensorFlow's ``TFRecordWriter`` writes it.
+"""
+
+import struct
+
+import google_crc32c
+
+_MASK_DELTA = 0xA282EAD8
+
+
+def masked_crc32c(data: bytes) -> int:
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def frame(record: bytes) -> bytes:
+    length = struct.pack("<Q", len(record))
+    return b"".join(
+        (length, struct.pack("<I", masked_crc32c(length)), record, struct.pack("<I", masked_crc32c(record)))
+    )
+
+
+class TFRecordWriter:
+    """Writes framed records to an open binary file object (which the caller closes)."""
+
+    def __init__(self, fileobj):
+        self._file = fileobj
+        self.records = 0
+        self.bytes = 0
+
+    def write(self, record: bytes) -> None:
+        framed = frame(record)
+        self._file.write(framed)
+        self.records += 1
+        self.bytes += len(framed)

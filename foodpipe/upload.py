@@ -1,0 +1,140 @@
+"""``foodpipe upload SRC s3://bucket/prefix``: copy a Food-101-layout folder, or the official
+``food-101.tar.gz``, to S3. Parallel, with a progress bar, and resumable: objects already there
+with the same size are skipped. Each object is one PUT (or a multipart upload completed at the
+end), so an interrupted upload never leaves a partial object behind.
+"""
+
+import concurrent.futures
+import dataclasses
+import os
+import tarfile
+from collections.abc import Iterator
+
+from tqdm import tqdm
+
+from foodpipe import s3, uri
+from foodpipe.errors import FoodpipeError
+
+DEFAULT_WORKERS = 16
+# Upload only what the dataset layout needs from an archive or folder.
+LAYOUT_DIRS = ("images/", "meta/")
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadItem:
+    key_suffix: str  # path relative to the dataset root, e.g. "images/pizza/123.jpg"
+    size: int
+    read: object  # () -> bytes
+
+
+def _folder_items(root: str) -> Iterator[UploadItem]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for filename in sorted(filenames):
+            path = os.path.join(dirpath, filename)
+            relative = os.path.relpath(path, root).replace(os.sep, "/")
+            if relative.startswith(LAYOUT_DIRS) and not os.path.islink(path):
+                yield UploadItem(relative, os.path.getsize(path), lambda path=path: open(path, "rb").read())
+
+
+def _archive_items(archive: tarfile.TarFile) -> Iterator[UploadItem]:
+    """Members of a streamed tarball; ``food-101/images/...`` loses its top folder."""
+    for member in archive:
+        if not member.isfile():
+            continue
+        relative = member.name.split("/", 1)[1] if member.name.startswith("food-101/") else member.name
+        if relative.startswith(LAYOUT_DIRS) and ".." not in relative.split("/"):
+            data = archive.extractfile(member).read()
+            yield UploadItem(relative, member.size, lambda data=data: data)
+
+
+def existing_objects(client, bucket: str, prefix: str) -> dict[str, int]:
+    sizes = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            sizes[obj["Key"]] = obj["Size"]
+    return sizes
+
+
+def upload(src: str, dest: str, settings: s3.S3Settings, workers: int = DEFAULT_WORKERS,
+           create_bucket: bool = False, show_progress: bool = True) -> dict:
+    """Returns ``{"uploaded": n, "skipped": n, "bytes": n}``."""
+    if not uri.is_s3(dest):
+        raise FoodpipeError(f"upload destination must be s3://bucket/prefix, got {dest!r}")
+    bucket, prefix = uri.split_s3(dest)
+    key_prefix = f"{prefix}/" if prefix else ""
+    if not os.path.exists(src):
+        raise FoodpipeError(f"upload source does not exist: {src}")
+    client = settings.boto3_client()
+    if create_bucket:
+        _ensure_bucket(client, settings, bucket)
+    s3.check_bucket(settings, bucket, f"uploading to {dest}")
+    try:
+        present = existing_objects(client, bucket, key_prefix)
+    except Exception as exc:  # botocore errors of any kind become one line
+        raise s3.describe_error(exc, settings, f"listing {dest}") from None
+
+    stats = {"uploaded": 0, "skipped": 0, "bytes": 0}
+
+    def put(item: UploadItem) -> int:
+        body = item.read()
+        client.put_object(Bucket=bucket, Key=key_prefix + item.key_suffix, Body=body)
+        return len(body)
+
+    def run(items: Iterator[UploadItem]) -> None:
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool, \
+                tqdm(desc="upload", unit="obj", disable=not show_progress) as bar:
+            pending = set()
+            for item in items:
+                if present.get(key_prefix + item.key_suffix) == item.size:
+                    stats["skipped"] += 1
+                    bar.update()
+                    continue
+                pending.add(pool.submit(put, item))
+                if len(pending) >= 4 * workers:  # bounded memory when streaming an archive
+                    pending = _drain(pending, stats, bar, wait_all=False)
+            _drain(pending, stats, bar, wait_all=True)
+
+    try:
+        if os.path.isdir(src):
+            if not os.path.isdir(os.path.join(src, "images")):
+                raise FoodpipeError(f"{src} is not in Food-101 layout: it has no images/ folder")
+            run(_folder_items(src))
+        elif tarfile.is_tarfile(src):
+            with tarfile.open(src, mode="r|*") as archive:
+                run(_archive_items(archive))
+        else:
+            raise FoodpipeError(f"upload source is neither a folder nor a tar archive: {src}")
+    except FoodpipeError:
+        raise
+    except (tarfile.TarError, EOFError) as exc:
+        raise FoodpipeError(f"cannot read archive {src}: {exc}") from None
+    except Exception as exc:
+        raise s3.describe_error(exc, settings, f"uploading to {dest}") from None
+    if stats["uploaded"] + stats["skipped"] == 0:
+        raise FoodpipeError(f"nothing to upload: {src} has no files under images/ or meta/")
+    return stats
+
+
+def _drain(pending, stats, bar, wait_all: bool):
+    done, not_done = concurrent.futures.wait(
+        pending, return_when=concurrent.futures.ALL_COMPLETED if wait_all else concurrent.futures.FIRST_COMPLETED
+    )
+    for future in done:
+        stats["bytes"] += future.result()
+        stats["uploaded"] += 1
+        bar.update()
+    return not_done
+
+
+def _ensure_bucket(client, settings: s3.S3Settings, bucket: str) -> None:
+    from botocore import exceptions as bce
+
+    try:
+        client.head_bucket(Bucket=bucket)
+    except bce.ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) not in ("404", "NoSuchBucket"):
+            raise s3.describe_error(exc, settings, f"checking bucket {bucket}") from None
+        client.create_bucket(Bucket=bucket)
+    except (bce.BotoCoreError, OSError) as exc:
+        raise s3.describe_error(exc, settings, f"checking bucket {bucket}") from None
