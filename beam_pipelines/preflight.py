@@ -10,33 +10,39 @@ from foodpipe import s3, uri
 from foodpipe.errors import FoodpipeError
 
 
-def available_classes(input_uri: str, settings: s3.S3Settings) -> list[str]:
-    """Class folders under ``INPUT/images/`` that hold at least one file."""
+def list_classes(input_uri: str, settings: s3.S3Settings) -> dict[str, int]:
+    """``{class: bytes of its files}`` for every class folder under ``INPUT/images/`` holding a file."""
     if uri.is_s3(input_uri):
-        return _s3_classes(input_uri, settings)
+        return _s3_class_bytes(input_uri, settings)
     images_dir = os.path.join(input_uri, "images")
     if not os.path.isdir(input_uri):
         raise FoodpipeError(f"input folder does not exist: {input_uri}")
     if not os.path.isdir(images_dir):
         raise FoodpipeError(f"input is not in Food-101 layout: {images_dir} does not exist")
-    return sorted(
-        entry.name for entry in os.scandir(images_dir)
-        if entry.is_dir() and any(child.is_file() for child in os.scandir(entry.path))
-    )
+    sizes = {}
+    for entry in os.scandir(images_dir):
+        if entry.is_dir():
+            files = [child.stat().st_size for child in os.scandir(entry.path) if child.is_file()]
+            if files:
+                sizes[entry.name] = sum(files)
+    return sizes
 
 
-def _s3_classes(input_uri: str, settings: s3.S3Settings) -> list[str]:
+def _s3_class_bytes(input_uri: str, settings: s3.S3Settings) -> dict[str, int]:
     bucket, key = uri.split_s3(input_uri)
     s3.check_bucket(settings, bucket, f"reading {input_uri}")
     prefix = f"{key}/images/" if key else "images/"
     client = settings.boto3_client()
-    found = []
+    sizes: dict[str, int] = {}
     try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
-            found += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                class_name, _, filename = obj["Key"][len(prefix):].partition("/")
+                if filename:
+                    sizes[class_name] = sizes.get(class_name, 0) + obj["Size"]
     except Exception as exc:
         raise s3.describe_error(exc, settings, f"listing {input_uri}") from None
-    return sorted(found)  # an S3 "folder" exists only while it holds an object
+    return sizes
 
 
 def read_classes_file(path: str) -> list[str]:
@@ -49,13 +55,12 @@ def read_classes_file(path: str) -> list[str]:
         raise FoodpipeError(f"cannot read classes file {path}: {type(exc).__name__}") from None
 
 
-def select_classes(input_uri: str, classes_file: str | None, settings: s3.S3Settings) -> list[str]:
+def select_classes(available: dict[str, int], input_uri: str, classes_file: str | None) -> list[str]:
     """The classes the job keeps, sorted: labels are indices into this list."""
-    available = available_classes(input_uri, settings)
     if not available:
         raise FoodpipeError(f"no images found under {uri.join(input_uri, 'images')}/<class>/")
     if classes_file is None:
-        return available
+        return sorted(available)
     wanted = read_classes_file(classes_file)
     if not wanted:
         raise FoodpipeError(f"classes file {classes_file} lists no classes")

@@ -36,7 +36,24 @@ def default_runner_flags(beam_args: list[str]) -> list[str]:
             f"--direct_num_workers={os.cpu_count() or 1}", "--default_sdk_harness_log_level=WARNING"]
 
 
+# Runners Beam does not know by their short name.
+RUNNER_ALIASES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
+
+
+def resolve_runner_aliases(beam_args: list[str]) -> list[str]:
+    resolved, previous = [], None
+    for arg in beam_args:
+        if previous == "--runner":
+            arg = RUNNER_ALIASES.get(arg, arg)
+        elif arg.startswith("--runner="):
+            arg = "--runner=" + RUNNER_ALIASES.get(arg.split("=", 1)[1], arg.split("=", 1)[1])
+        resolved.append(arg)
+        previous = arg
+    return resolved
+
+
 def pipeline_options(beam_args: list[str], settings: s3.S3Settings) -> PipelineOptions:
+    beam_args = resolve_runner_aliases(beam_args)
     return PipelineOptions(beam_args + default_runner_flags(beam_args) + settings.beam_flags())
 
 
@@ -74,9 +91,14 @@ def check_every_class_written(classes, metadata) -> None:
 
 
 def describe_job_failure(exc: BaseException) -> str:
-    """Beam wraps worker errors in pages of context; keep the innermost line."""
+    """Beam and Dask wrap worker errors in pages of context; keep the root cause's telling line."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    detail = lines[-1] if lines else type(exc).__name__
+    telling = [line for line in lines if not line.startswith(("http", "[while running", "File ", "Traceback"))]
+    detail = telling[-1] if telling else type(exc).__name__
+    if ":" not in detail.split(" ", 1)[0]:
+        detail = f"{type(exc).__name__}: {detail}"
     return f"the preprocessing job failed: {detail[:500]}"
 
 
@@ -90,9 +112,14 @@ def run(argv=None) -> dict:
     settings.apply_to_environment()
     options = pipeline_options(beam_args, settings)
     FileSystems.set_options(options)
-    runner = options.view_as(beam.options.pipeline_options.StandardOptions).runner
+    runner = str(options.view_as(beam.options.pipeline_options.StandardOptions).runner).rsplit(".", 1)[-1]
 
-    classes = preflight.select_classes(config.input, config.classes_file, settings)
+    class_bytes = preflight.list_classes(config.input, settings)
+    classes = preflight.select_classes(class_bytes, config.input, config.classes_file)
+    input_bytes = sum(class_bytes[name] for name in classes)
+    counts = transforms.shard_counts(
+        {name: int(input_bytes * fraction) for name, fraction in zip(schema.SPLITS, config.split)},
+        config.shard_size_bytes)
     if config.output.startswith("s3://"):
         from foodpipe import uri
 
@@ -103,7 +130,7 @@ def run(argv=None) -> dict:
     try:
         try:
             with beam.Pipeline(options=options) as pipeline:
-                transforms.build(pipeline, config, classes, staging)
+                transforms.build(pipeline, config, classes, counts, staging)
         except FoodpipeError:
             raise
         except Exception as exc:

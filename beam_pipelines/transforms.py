@@ -46,11 +46,15 @@ def locate(path: str, images_root: str) -> tuple[str, str] | None:
     return class_name, f"{class_name}/{filename.rsplit('.', 1)[0]}"
 
 
-class InspectImageFn(beam.DoFn):
-    """Reads and validates one file; accepted images go to the main output, the rest to
-    ``rejected`` with a reason. Never raises for bad data."""
+@dataclasses.dataclass(frozen=True)
+class Rejection:
+    uri: str
+    reason: str
 
-    REJECTED = "rejected"
+
+class InspectImageFn(beam.DoFn):
+    """Reads and validates one file; yields an ``ImageRecord`` for an accepted image and a
+    ``Rejection`` with its reason for the rest. Never raises for bad data."""
 
     def __init__(self, images_root: str, classes: list[str], min_side: int, max_pixels: int):
         self.images_root = images_root
@@ -70,7 +74,7 @@ class InspectImageFn(beam.DoFn):
         located = locate(path, self.images_root)
         if located is None:
             self.rejected.inc()
-            return beam.pvalue.TaggedOutput(self.REJECTED, {"uri": path, "reason": "not at images/<class>/<file>"})
+            return Rejection(path, "not at images/<class>/<file>")
         class_name, image_id = located
         if class_name not in self.labels:
             return None  # a class the job was asked to leave out
@@ -80,7 +84,7 @@ class InspectImageFn(beam.DoFn):
         found = images.inspect(data, self.min_side, self.max_pixels)
         if found.reason:
             self.rejected.inc()
-            return beam.pvalue.TaggedOutput(self.REJECTED, {"uri": path, "reason": found.reason})
+            return Rejection(path, found.reason)
         if found.converted:
             self.converted.inc()
         return ImageRecord(
@@ -90,8 +94,14 @@ class InspectImageFn(beam.DoFn):
         )
 
 
+def only(kind):
+    """``FlatMap`` function keeping elements of one type. (Used instead of tagged outputs, which
+    Beam's Dask runner does not route.)"""
+    return lambda element: [element] if isinstance(element, kind) else []
+
+
 class ReadAndValidate(beam.PTransform):
-    """Matches ``ROOT/images/*/*`` and yields accepted ``ImageRecord``s and rejections."""
+    """Matches ``ROOT/images/*/*``; returns ``(accepted ImageRecords, Rejections)``."""
 
     def __init__(self, input_root: str, classes: list[str], min_side: int, max_pixels: int):
         super().__init__()
@@ -99,12 +109,14 @@ class ReadAndValidate(beam.PTransform):
         self.inspect = InspectImageFn(self.images_root, classes, min_side, max_pixels)
 
     def expand(self, pipeline):
-        return (
+        inspected = (
             pipeline
             | "MatchImages" >> fileio.MatchFiles(self.images_root + "/*/*")
             | "SpreadFiles" >> beam.Reshuffle()  # break fusion so every worker decodes
-            | "Inspect" >> beam.ParDo(self.inspect).with_outputs(InspectImageFn.REJECTED, main="images")
+            | "Inspect" >> beam.ParDo(self.inspect)
         )
+        return (inspected | "Accepted" >> beam.FlatMap(only(ImageRecord)),
+                inspected | "Rejected" >> beam.FlatMap(only(Rejection)))
 
 
 def assign_class_splits(class_and_records, fractions, seed):
@@ -143,12 +155,13 @@ class ComputeStats(beam.PTransform):
         )
 
 
-def shard_count(split_bytes: int, shard_size_bytes: int) -> int:
-    return max(1, math.ceil(split_bytes / shard_size_bytes))
+def shard_counts(split_bytes: dict[str, int], shard_size_bytes: int) -> dict[str, int]:
+    """Shards per split for the expected bytes of each split (at least one for a non-empty split)."""
+    return {name: max(1, math.ceil(size / shard_size_bytes)) for name, size in split_bytes.items() if size > 0}
 
 
-def key_by_shard(record: ImageRecord, split_bytes: dict, shard_size_bytes: int, seed: int):
-    count = shard_count(split_bytes[record.split], shard_size_bytes)
+def key_by_shard(record: ImageRecord, counts: dict[str, int], seed: int):
+    count = counts[record.split]
     index = split.stable_hash(seed, "shard", record.image_id) % count
     return (record.split, index, count), record
 
@@ -164,7 +177,7 @@ class WriteShardFn(beam.DoFn):
 
     def process(self, shard_and_records):
         (split_name, index, count), records = shard_and_records
-        records = sorted(records, key=lambda r: (split.stable_hash(self.seed, "order", r.image_id), r.image_id))
+        records = sorted((r for r in records if r is not None), key=lambda r: (split.stable_hash(self.seed, "order", r.image_id), r.image_id))
         name = schema.shard_name(split_name, index, count)
         with FileSystems.create(f"{self.directory}/{name}") as f:
             writer = TFRecordWriter(f)
@@ -181,23 +194,25 @@ class WriteShardFn(beam.DoFn):
 
 
 class WriteShards(beam.PTransform):
-    """Split records -> ``{split}-NNNNN-of-MMMMM.tfrecord`` of about ``shard_size_bytes`` each."""
+    """Split records -> ``{split}-NNNNN-of-MMMMM.tfrecord``, ``counts[split]`` shards per split.
 
-    def __init__(self, directory: str, shard_size_bytes: int, seed: int, min_side: int, max_pixels: int):
+    The counts come from the driver (input bytes x split fractions), not from a side input: Beam's
+    Dask runner feeds side inputs duplicated elements, and a constant is simpler on every runner.
+    """
+
+    def __init__(self, directory: str, counts: dict[str, int], seed: int, min_side: int, max_pixels: int):
         super().__init__()
-        self.directory, self.shard_size_bytes, self.seed = directory, shard_size_bytes, seed
+        self.directory, self.counts, self.seed = directory, counts, seed
         self.min_side, self.max_pixels = min_side, max_pixels
 
     def expand(self, records):
-        split_bytes = (
-            records
-            | "SizeBySplit" >> beam.Map(lambda r: (r.split, r.stored_size))
-            | "SumSizes" >> beam.CombinePerKey(sum)
-        )
+        keyed = records | "KeyByShard" >> beam.Map(key_by_shard, self.counts, self.seed)
+        # One empty entry per shard, so that a shard no record hashed to is still written.
+        every_shard = records.pipeline | "EveryShard" >> beam.Create(
+            [((name, index, count), None) for name, count in sorted(self.counts.items()) for index in range(count)])
         return (
-            records
-            | "KeyByShard" >> beam.Map(
-                key_by_shard, beam.pvalue.AsDict(split_bytes), self.shard_size_bytes, self.seed)
+            (keyed, every_shard)
+            | "WithEmptyShards" >> beam.Flatten()
             | "GroupByShard" >> beam.GroupByKey()
             | "Write" >> beam.ParDo(WriteShardFn(self.directory, self.seed, self.min_side, self.max_pixels))
         )
@@ -221,8 +236,9 @@ def write_manifest(rows: list[dict], path: str) -> int:
     return len(rows)
 
 
-def write_rejected(rejections: list[dict], path: str) -> int:
-    lines = [json.dumps(r, sort_keys=True) + "\n" for r in sorted(rejections, key=lambda r: r["uri"])]
+def write_rejected(rejections: list[Rejection], path: str) -> int:
+    rows = sorted((dataclasses.asdict(r) for r in rejections), key=lambda row: row["uri"])
+    lines = [json.dumps(row, sort_keys=True) + "\n" for row in rows]
     with FileSystems.create(path) as f:
         f.write("".join(lines).encode())
     return len(lines)
@@ -282,13 +298,13 @@ class WriteDatasetFiles(beam.PTransform):
         )
 
 
-def build(pipeline, config, classes: list[str], staging: str):
+def build(pipeline, config, classes: list[str], counts: dict[str, int], staging: str):
     """The whole job graph, writing a complete dataset (plus ``summary.json``) under ``staging``."""
-    inspected = pipeline | "ReadAndValidate" >> ReadAndValidate(
+    accepted, rejected = pipeline | "ReadAndValidate" >> ReadAndValidate(
         config.input, classes, config.min_side, config.max_pixels)
-    records = inspected.images | "AssignSplits" >> AssignSplits(config.split, config.seed)
+    records = accepted | "AssignSplits" >> AssignSplits(config.split, config.seed)
     stats = records | "ComputeStats" >> ComputeStats()
     shards = records | "WriteShards" >> WriteShards(
-        staging, config.shard_size_bytes, config.seed, config.min_side, config.max_pixels)
-    return {"records": records, "rejected": inspected.rejected, "shards": shards, "stats": stats} | (
+        staging, counts, config.seed, config.min_side, config.max_pixels)
+    return {"records": records, "rejected": rejected, "shards": shards, "stats": stats} | (
         "WriteDatasetFiles" >> WriteDatasetFiles(staging))
