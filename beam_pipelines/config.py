@@ -53,7 +53,7 @@ class PreprocessConfig:
 
     def as_params(self) -> dict:
         """Everything needed to reproduce the run (no credentials live here)."""
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "split": list(self.split)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

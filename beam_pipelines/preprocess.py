@@ -22,7 +22,7 @@ from beam_pipelines import config as job_config
 from beam_pipelines import output, preflight, transforms
 from beam_pipelines.stats import mean_std
 from beam_pipelines.images import PixelSums
-from foodpipe import __version__, s3, schema
+from foodpipe import __version__, logs, s3, schema
 from foodpipe.errors import FoodpipeError
 
 log = logging.getLogger("foodpipe.preprocess")
@@ -154,8 +154,7 @@ def run(argv=None) -> dict:
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    logs.setup()
     try:
         run(argv)
     except FoodpipeError as exc:

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 
+from foodpipe import logs
 from foodpipe.errors import FoodpipeError
 
 EXIT_ERROR = 2
@@ -127,8 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_command(argv=None) -> int:
     """Run one command in this process and return its exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    logs.setup()
     try:
         if argv and argv[0] == "preprocess":  # Beam's own flags pass through untouched
             return cmd_preprocess(argv[1:])

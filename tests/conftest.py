@@ -1,0 +1,112 @@
+"""Shared fixtures: real processes on loopback (the S3 server, a Dask cluster) and small datasets."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from foodpipe import s3
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ACCESS_KEY, SECRET_KEY = s3.EMBEDDED_ACCESS_KEY, s3.EMBEDDED_SECRET_KEY
+
+
+def start_process(args, ready: str, env=None, timeout=60) -> tuple[subprocess.Popen, str]:
+    """Start ``args``, wait for a line matching ``ready``; returns the process and that line."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        seen.append(line)
+        if re.search(ready, line):
+            return proc, line.strip()
+    stop_process(proc)
+    raise RuntimeError(f"{args} did not print {ready!r}:\n{''.join(seen)}")
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def foodpipe(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """Run the real ``foodpipe`` command in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "foodpipe", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def aws_credentials():
+    """Every test and every process it starts talks to the embedded server with its key."""
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")}
+    os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"] = ACCESS_KEY, SECRET_KEY
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """``foodpipe s3-server`` as its own process on a free loopback port."""
+    proc, line = start_process([sys.executable, "-m", "foodpipe", "s3-server", "--port", "0"], r"S3 endpoint: ")
+    endpoint = line.split("S3 endpoint: ", 1)[1]
+    yield endpoint
+    stop_process(proc)
+
+
+@pytest.fixture()
+def s3_env(s3_endpoint):
+    """Environment for a subprocess pointed at the embedded S3 server."""
+    return {**os.environ, "AWS_ENDPOINT_URL": s3_endpoint}
+
+
+@pytest.fixture(scope="session")
+def s3_client(s3_endpoint):
+    return s3.S3Settings(endpoint_url=s3_endpoint).boto3_client()
+
+
+@pytest.fixture(scope="session")
+def raw_dataset(tmp_path_factory):
+    """3 classes x 16 Food-101-sized images, plus 3 broken files."""
+    from foodpipe import synth
+
+    root = str(tmp_path_factory.mktemp("raw"))
+    synth.generate(synth.SynthConfig(root, classes=3, per_class=16, seed=7, corrupt=3))
+    return root
+
+
+def read_local_dataset(directory: str) -> tuple[dict, list[dict]]:
+    """``(metadata, examples)`` of a preprocessed dataset on disk, examples in shard order."""
+    import json
+
+    import tensorflow as tf
+
+    from foodpipe import schema
+
+    with open(os.path.join(directory, schema.METADATA_FILE)) as f:
+        metadata = json.load(f)
+    examples = []
+    for split_name, info in metadata["splits"].items():
+        for shard in info["shards"]:
+            for record in tf.data.TFRecordDataset(os.path.join(directory, shard)):
+                parsed = tf.io.parse_single_example(record, schema.feature_spec())
+                example = {key: value.numpy() for key, value in parsed.items()}
+                examples.append({**example, "split": split_name, "shard": shard})
+    return metadata, examples

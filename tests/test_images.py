@@ -1,0 +1,82 @@
+import io
+import struct
+import tracemalloc
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from beam_pipelines import images
+
+
+def jpeg(mode="RGB", size=(120, 90), fmt="JPEG", seed=0) -> bytes:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    image = Image.fromarray(pixels, "RGB").convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_rgb_jpeg_is_stored_byte_for_byte():
+    data = jpeg()
+    found = images.inspect(data)
+    assert found.reason is None and not found.converted
+    assert images.stored_bytes(data) is data
+    assert (found.width, found.height, found.stored_size) == (120, 90, len(data))
+
+
+@pytest.mark.parametrize("mode,fmt", [("L", "JPEG"), ("CMYK", "JPEG"), ("RGB", "PNG"), ("RGBA", "PNG"), ("P", "PNG")])
+def test_other_modes_and_formats_become_rgb_jpeg(mode, fmt):
+    data = jpeg(mode=mode, fmt=fmt)
+    found = images.inspect(data)
+    assert found.reason is None and found.converted
+    stored = Image.open(io.BytesIO(images.stored_bytes(data)))
+    assert (stored.format, stored.mode, stored.size) == ("JPEG", "RGB", (120, 90))
+    assert found.stored_size == len(images.stored_bytes(data))
+
+
+@pytest.mark.parametrize("data,reason", [
+    (b"", "empty file"),
+    (b"hello, not an image" * 10, "not an image"),
+    (jpeg()[:300], "not an image"),  # cut inside the header
+    (jpeg()[: len(jpeg()) // 2], "undecodable"),  # header fine, pixel data cut
+    (jpeg(size=(20, 200)), "too small"),
+])
+def test_bad_images_are_rejected_with_a_reason(data, reason):
+    assert images.inspect(data).reason.startswith(reason)
+
+
+def test_decompression_bomb_is_rejected_without_allocating_it():
+    bomb = png_declaring(60_000, 60_000)  # 3.6 G pixels, ~10 GB decoded
+    tracemalloc.start()
+    found = images.inspect(bomb)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert found.reason.startswith(("too many pixels", "decompression bomb"))
+    assert peak < 5_000_000
+
+
+def test_max_pixels_is_configurable():
+    data = jpeg(size=(200, 100))
+    assert images.inspect(data, max_pixels=19_999).reason.startswith("too many pixels")
+    assert images.inspect(data, max_pixels=20_000).reason is None
+
+
+def test_pixel_sums_match_numpy():
+    image = Image.open(io.BytesIO(jpeg(size=(64, 48), seed=3))).convert("RGB")
+    pixels = np.asarray(image).reshape(-1, 3).astype(np.int64)
+    sums = images.pixel_sums(image)
+    assert sums.count == 64 * 48
+    assert list(sums.total) == pixels.sum(axis=0).tolist()
+    assert list(sums.squares) == (pixels ** 2).sum(axis=0).tolist()

@@ -1,0 +1,90 @@
+import dataclasses
+import os
+
+import apache_beam as beam
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from beam_pipelines import images, split, transforms
+from tests.test_images import jpeg
+
+
+def record(image_id, split_name=None, sums=images.ZERO_SUMS):
+    class_name = image_id.split("/")[0]
+    return transforms.ImageRecord(image_id, f"/x/images/{image_id}.jpg", class_name, 0, 10, 10, 100, False,
+                                  sums, split_name)
+
+
+def pipeline():
+    return test_pipeline.TestPipeline(runner="DirectRunner")
+
+
+def test_locate_reads_class_and_id_from_the_layout():
+    assert transforms.locate("s3://b/raw/images/pizza/123.jpg", "s3://b/raw/images") == ("pizza", "pizza/123")
+    assert transforms.locate("/d/images/pizza/a.b.jpg", "/d/images") == ("pizza", "pizza/a.b")
+    assert transforms.locate("/d/images/loose.jpg", "/d/images") is None
+    assert transforms.locate("/d/images/a/b/c.jpg", "/d/images") is None
+
+
+def test_assign_splits_is_stratified_per_class():
+    ids = [f"{c}/{i}" for c in ("pizza", "ramen") for i in range(20)]
+    expected = {}
+    for c in ("pizza", "ramen"):
+        expected.update(split.assign([i for i in ids if i.startswith(c)], (0.75, 0.2, 0.05), seed=4))
+    with pipeline() as p:
+        result = (p | beam.Create([record(i) for i in ids])
+                  | transforms.AssignSplits((0.75, 0.2, 0.05), seed=4)
+                  | beam.Map(lambda r: (r.image_id, r.split)))
+        assert_that(result, equal_to(sorted(expected.items())))
+
+
+def test_compute_stats_sums_only_the_train_split():
+    train = [record("a/1", "train", images.PixelSums(2, (1, 2, 3), (1, 4, 9))),
+             record("a/2", "train", images.PixelSums(1, (5, 5, 5), (25, 25, 25)))]
+    val = [record("a/3", "val", images.PixelSums(7, (7, 7, 7), (49, 49, 49)))]
+    with pipeline() as p:
+        result = p | beam.Create(train + val) | transforms.ComputeStats()
+        assert_that(result, equal_to([images.PixelSums(3, (6, 7, 8), (26, 29, 34))]))
+
+
+def test_read_and_validate_accepts_and_rejects(tmp_path):
+    for name, data in {"pizza/1.jpg": jpeg(), "pizza/2.jpg": b"", "ramen/3.jpg": jpeg(mode="L"),
+                       "sushi/4.jpg": jpeg()}.items():
+        path = tmp_path / "images" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    with pipeline() as p:
+        accepted, rejected = p | transforms.ReadAndValidate(str(tmp_path), ["pizza", "ramen"], 32, 10**7)
+        assert_that(accepted | beam.Map(lambda r: (r.image_id, r.label, r.converted)),
+                    equal_to([("pizza/1", 0, False), ("ramen/3", 1, True)]), label="accepted")
+        assert_that(rejected | beam.Map(lambda r: (os.path.basename(r.uri), r.reason)),
+                    equal_to([("2.jpg", "empty file")]), label="rejected")
+
+
+def test_shard_counts_follow_bytes():
+    mb = 1024 * 1024
+    assert transforms.shard_counts({"train": 130 * mb, "val": 10 * mb, "test": 0}, 64 * mb) == {"train": 3, "val": 1}
+
+
+def test_write_shards_writes_every_shard_with_all_records(tmp_path):
+    import tensorflow as tf
+
+    from foodpipe import schema
+
+    source = tmp_path / "images" / "pizza"
+    source.mkdir(parents=True)
+    records = []
+    for i in range(6):
+        data = jpeg(seed=i)
+        (source / f"{i}.jpg").write_bytes(data)
+        records.append(dataclasses.replace(record(f"pizza/{i}", "train"), uri=str(source / f"{i}.jpg"),
+                                           stored_size=len(data)))
+    out = tmp_path / "out"
+    with pipeline() as p:
+        written = (p | beam.Create(records)
+                   | transforms.WriteShards(str(out), {"train": 4}, seed=0, min_side=1, max_pixels=10**7)
+                   | beam.Map(lambda s: s["name"]))
+        assert_that(written, equal_to([schema.shard_name("train", i, 4) for i in range(4)]))
+    ids = [tf.io.parse_single_example(r, schema.feature_spec())[schema.IMAGE_ID].numpy().decode()
+           for r in tf.data.TFRecordDataset(sorted(str(p) for p in out.iterdir()))]
+    assert sorted(ids) == sorted(r.image_id for r in records)
