@@ -113,7 +113,8 @@ def describe_error(exc: BaseException, settings: S3Settings, what: str) -> Foodp
                 f"S3 at {where} rejected the credentials while {what} ({code or status}): "
                 "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
             )
-        return FoodpipeError(f"S3 error {code or status} while {what} (endpoint {where})")
+        message = exc.response.get("Error", {}).get("Message", "")
+        return FoodpipeError(f"S3 error {code or status} while {what} (endpoint {where}): {message}".rstrip(": "))
     if isinstance(exc, bce.BotoCoreError):
         return FoodpipeError(f"S3 client error while {what} (endpoint {where}): {type(exc).__name__}")
     return FoodpipeError(f"{type(exc).__name__} while {what}: {exc}")

@@ -135,6 +135,9 @@ def _ensure_bucket(client, settings: s3.S3Settings, bucket: str) -> None:
     except bce.ClientError as exc:
         if str(exc.response.get("Error", {}).get("Code")) not in ("404", "NoSuchBucket"):
             raise s3.describe_error(exc, settings, f"checking bucket {bucket}") from None
-        client.create_bucket(Bucket=bucket)
+        try:
+            client.create_bucket(Bucket=bucket)
+        except bce.ClientError as create_exc:
+            raise s3.describe_error(create_exc, settings, f"creating bucket {bucket!r}") from None
     except (bce.BotoCoreError, OSError) as exc:
         raise s3.describe_error(exc, settings, f"checking bucket {bucket}") from None

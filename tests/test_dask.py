@@ -1,0 +1,47 @@
+"""The same job on a real dask.distributed cluster: a scheduler and two worker processes."""
+
+import os
+import socket
+import sys
+
+import pytest
+
+from beam_pipelines import preprocess
+from foodpipe import schema
+from tests.conftest import start_process, stop_process
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    dask = os.path.join(os.path.dirname(sys.executable), "dask")
+    scheduler, _ = start_process([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                  "--no-dashboard"], r"Scheduler at")
+    workers = [start_process([dask, "worker", address, "--nthreads", "1", "--no-dashboard", "--host",
+                              "127.0.0.1"], r"Registered to")[0] for _ in range(2)]
+    yield address
+    for proc in workers + [scheduler]:
+        stop_process(proc)
+
+
+def test_dask_runner_writes_the_same_dataset_as_the_direct_runner(dask_cluster, raw_dataset, tmp_path):
+    args = ["--input", raw_dataset, "--shard-size-mb", "0.2", "--seed", "5"]
+    on_dask = preprocess.run(args + ["--output", str(tmp_path / "dask"), "--runner", "DaskRunner",
+                                     "--dask_client_address", dask_cluster])
+    direct = preprocess.run(args + ["--output", str(tmp_path / "direct")])
+    assert on_dask["job"]["runner"] == "DaskRunner" and direct["job"]["runner"] == "DirectRunner"
+    assert on_dask["splits"] == direct["splits"] and on_dask["stats"] == direct["stats"]
+    assert sorted(os.listdir(tmp_path / "dask")) == sorted(os.listdir(tmp_path / "direct"))
+    for name in os.listdir(tmp_path / "direct"):
+        if name != schema.METADATA_FILE:
+            assert (tmp_path / "dask" / name).read_bytes() == (tmp_path / "direct" / name).read_bytes(), name
+    assert not [n for n in os.listdir(tmp_path / "dask") if "temp" in n or n.startswith(".")]

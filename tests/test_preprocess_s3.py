@@ -1,0 +1,83 @@
+"""S3 -> S3 against the embedded S3 server process, and the S3 failure modes."""
+
+import json
+import time
+
+import pytest
+
+from foodpipe import schema
+from tests.conftest import foodpipe
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def raw_on_s3(raw_dataset, s3_endpoint, s3_client):
+    env = {**__import__("os").environ, "AWS_ENDPOINT_URL": s3_endpoint}
+    result = foodpipe("upload", raw_dataset, "s3://raw/food", "--create-bucket", "--quiet", env=env)
+    assert result.returncode == 0, result.stderr
+    s3_client.create_bucket(Bucket="datasets")
+    return "s3://raw/food"
+
+
+def test_s3_to_s3(raw_on_s3, s3_env, s3_client, tmp_path):
+    result = foodpipe("preprocess", "--input", raw_on_s3, "--output", "s3://datasets/food3",
+                      "--shard-size-mb", "0.3", env=s3_env)
+    assert result.returncode == 0, result.stderr
+    assert "wrote 48" in result.stderr and "rejected 3" in result.stderr
+    keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket="datasets", Prefix="food3/")["Contents"]}
+    metadata = json.loads(s3_client.get_object(Bucket="datasets", Key="food3/metadata.json")["Body"].read())
+    shards = {f"food3/{s}" for info in metadata["splits"].values() for s in info["shards"]}
+    assert keys == shards | {f"food3/{name}" for name in
+                             (schema.METADATA_FILE, schema.MANIFEST_FILE, schema.REJECTED_FILE)}
+    assert metadata["images"] == 48 and metadata["source"] == raw_on_s3
+    # Shards read back with TensorFlow after download: same ids as the manifest.
+    import pyarrow.parquet as pq
+    import tensorflow as tf
+
+    paths = []
+    for key in sorted(shards):
+        path = tmp_path / key.split("/")[-1]
+        path.write_bytes(s3_client.get_object(Bucket="datasets", Key=key)["Body"].read())
+        paths.append(str(path))
+    ids = sorted(tf.io.parse_single_example(r, schema.feature_spec())[schema.IMAGE_ID].numpy().decode()
+                 for r in tf.data.TFRecordDataset(paths))
+    manifest = tmp_path / "manifest.parquet"
+    manifest.write_bytes(s3_client.get_object(Bucket="datasets", Key="food3/manifest.parquet")["Body"].read())
+    assert ids == sorted(pq.read_table(manifest).column("id").to_pylist())
+    secret = __import__("os").environ["AWS_SECRET_ACCESS_KEY"]
+    assert secret not in json.dumps(metadata) and secret not in result.stderr
+
+
+def one_line_failure(result, message):
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_bucket(raw_on_s3, s3_env):
+    one_line_failure(foodpipe("preprocess", "--input", "s3://no-such-bucket/x", "--output", "s3://datasets/y",
+                              env=s3_env), "does not exist")
+    one_line_failure(foodpipe("preprocess", "--input", raw_on_s3, "--output", "s3://no-such-bucket/y",
+                              env=s3_env), "does not exist")
+
+
+def test_wrong_credentials(raw_on_s3, s3_env, s3_client):
+    env = {**s3_env, "AWS_ACCESS_KEY_ID": "not-the-key"}
+    one_line_failure(foodpipe("preprocess", "--input", raw_on_s3, "--output", "s3://datasets/wrong", env=env),
+                     "rejected the credentials")
+    assert "not-the-key" not in foodpipe("upload", "/tmp", "s3://raw/x", env=env).stderr
+    assert "wrong/" not in {o["Key"] for o in s3_client.list_objects_v2(Bucket="datasets").get("Contents", [])}
+
+
+def test_unreachable_endpoint_fails_fast(raw_on_s3, s3_env):
+    env = {**s3_env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # discard port: nothing listens
+    started = time.monotonic()
+    result = foodpipe("preprocess", "--input", raw_on_s3, "--output", "s3://datasets/z", env=env)
+    one_line_failure(result, "cannot reach the S3 endpoint")
+    assert time.monotonic() - started < 30
+
+
+def test_empty_input_prefix(raw_on_s3, s3_env):
+    one_line_failure(foodpipe("preprocess", "--input", "s3://raw/nothing-here", "--output", "s3://datasets/e",
+                              env=s3_env), "no images found")

@@ -1,0 +1,39 @@
+import io
+import os
+
+from PIL import Image
+
+from foodpipe import synth
+from tests.conftest import foodpipe
+
+
+def test_same_seed_same_bytes_and_food101_layout(tmp_path):
+    for name in ("a", "b"):
+        synth.generate(synth.SynthConfig(str(tmp_path / name), classes=2, per_class=3, seed=11, corrupt=3))
+    files_a = sorted(os.path.relpath(os.path.join(d, f), tmp_path / "a")
+                     for d, _, fs in os.walk(tmp_path / "a") for f in fs)
+    assert files_a == sorted(os.path.relpath(os.path.join(d, f), tmp_path / "b")
+                             for d, _, fs in os.walk(tmp_path / "b") for f in fs)
+    for relative in files_a:
+        assert (tmp_path / "a" / relative).read_bytes() == (tmp_path / "b" / relative).read_bytes()
+    assert (tmp_path / "a" / "meta" / "classes.txt").read_text().split() == ["apple_pie", "bibimbap"]
+    assert len(os.listdir(tmp_path / "a" / "images" / "apple_pie")) + \
+        len(os.listdir(tmp_path / "a" / "images" / "bibimbap")) == 2 * 3 + 3
+
+
+def test_images_are_food101_sized_with_some_odd_formats(tmp_path):
+    synth.generate(synth.SynthConfig(str(tmp_path), classes=2, per_class=40, seed=2))
+    formats = set()
+    for directory, _, files in os.walk(tmp_path / "images"):
+        for name in files:
+            image = Image.open(io.BytesIO(open(os.path.join(directory, name), "rb").read()))
+            formats.add((image.format, image.mode))
+            assert max(image.size) == synth.LONG_SIDE
+            assert synth.SHORT_SIDE_RANGE[0] <= min(image.size) <= synth.SHORT_SIDE_RANGE[1]
+    assert ("JPEG", "RGB") in formats and len(formats) > 1
+
+
+def test_bad_arguments_give_one_line(tmp_path):
+    result = foodpipe("synth", str(tmp_path), "--classes", "0", "--per-class", "3")
+    assert result.returncode != 0 and "--classes must be between" in result.stderr
+    assert "Traceback" not in result.stderr
