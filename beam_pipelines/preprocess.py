@@ -29,11 +29,21 @@ log = logging.getLogger("foodpipe.preprocess")
 
 
 def default_runner_flags(beam_args: list[str]) -> list[str]:
-    """Force a runner: Beam's own default (Prism) downloads a binary, which fails offline."""
-    if any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
+    """Force a runner: Beam's own default (Prism) downloads a binary, which fails offline.
+
+    Without ``--runner``: the DirectRunner, multi-processing, one worker per core. Each default
+    fills in only a flag the user did not give.
+    """
+    given = {arg.split("=", 1)[0] for arg in beam_args if arg.startswith("--")}
+    if "--runner" in given:
         return []
-    return ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
-            f"--direct_num_workers={os.cpu_count() or 1}", "--default_sdk_harness_log_level=WARNING"]
+    defaults = {
+        "--runner": "DirectRunner",
+        "--direct_running_mode": "multi_processing",
+        "--direct_num_workers": str(os.cpu_count() or 1),
+        "--default_sdk_harness_log_level": "WARNING",
+    }
+    return [f"{flag}={value}" for flag, value in defaults.items() if flag not in given]
 
 
 # Runners Beam does not know by their short name.
@@ -130,7 +140,7 @@ def run(argv=None) -> dict:
     try:
         try:
             with beam.Pipeline(options=options) as pipeline:
-                transforms.build(pipeline, config, classes, counts, staging)
+                transforms.build(pipeline, config, classes, counts, staging, settings)
         except FoodpipeError:
             raise
         except Exception as exc:

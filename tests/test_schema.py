@@ -27,6 +27,24 @@ def test_example_round_trip_through_tf_data(tmp_path):
     assert parsed[0][schema.FORMAT].numpy() == b"jpeg"
 
 
+def test_examples_equal_tensorflows_own(tmp_path):
+    """Our wire-format encoder and tf.train.Example agree, large values and big payloads included."""
+    payload = bytes(range(256)) * 1000
+    ours = schema.to_example(payload, "ice_cream/3141592", 100, "ice_cream", 2**40, 300)
+    theirs = tf.train.Example()
+    theirs.ParseFromString(ours)
+    feature = theirs.features.feature
+    assert feature[schema.ENCODED].bytes_list.value == [payload]
+    assert feature[schema.HEIGHT].int64_list.value == [2**40]
+    assert feature[schema.LABEL].int64_list.value == [100]
+    assert feature[schema.IMAGE_ID].bytes_list.value == [b"ice_cream/3141592"]
+    assert set(feature.keys()) == set(schema.feature_spec())
+    reference = tf.train.Example()
+    for key, value in feature.items():
+        reference.features.feature[key].CopyFrom(value)
+    assert reference == theirs
+
+
 def test_tensorflow_checks_our_crcs(tmp_path):
     path = tmp_path / "x.tfrecord"
     write_records(str(path), [b"payload-one", b"payload-two"])

@@ -6,6 +6,7 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipelines import images, split, transforms
+from foodpipe.s3 import S3Settings
 from tests.test_images import jpeg
 
 
@@ -54,7 +55,8 @@ def test_read_and_validate_accepts_and_rejects(tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     with pipeline() as p:
-        accepted, rejected = p | transforms.ReadAndValidate(str(tmp_path), ["pizza", "ramen"], 32, 10**7)
+        accepted, rejected = p | transforms.ReadAndValidate(str(tmp_path), ["pizza", "ramen"], 32, 10**7,
+                                                                  S3Settings())
         assert_that(accepted | beam.Map(lambda r: (r.image_id, r.label, r.converted)),
                     equal_to([("pizza/1", 0, False), ("ramen/3", 1, True)]), label="accepted")
         assert_that(rejected | beam.Map(lambda r: (os.path.basename(r.uri), r.reason)),
@@ -82,7 +84,8 @@ def test_write_shards_writes_every_shard_with_all_records(tmp_path):
     out = tmp_path / "out"
     with pipeline() as p:
         written = (p | beam.Create(records)
-                   | transforms.WriteShards(str(out), {"train": 4}, seed=0, min_side=1, max_pixels=10**7)
+                   | transforms.WriteShards(str(out), {"train": 4}, seed=0, min_side=1, max_pixels=10**7,
+                                          settings=S3Settings())
                    | beam.Map(lambda s: s["name"]))
         assert_that(written, equal_to([schema.shard_name("train", i, 4) for i in range(4)]))
     ids = [tf.io.parse_single_example(r, schema.feature_spec())[schema.IMAGE_ID].numpy().decode()

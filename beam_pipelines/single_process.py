@@ -1,0 +1,77 @@
+"""The same job as a plain single-process loop, without Beam: the benchmark's peer.
+
+It does the same work with the same functions (read and validate every image, split, exact stats,
+read again to write the same shards, manifest and rejections), one image at a time.
+``python -m beam_pipelines.single_process --input URI --output DIR``
+"""
+
+import argparse
+import collections
+import dataclasses
+import json
+import sys
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_pipelines import config as job_config
+from beam_pipelines import images, preflight, split, transforms
+from foodpipe import s3, schema
+from foodpipe.tfrecord import TFRecordWriter
+
+
+def run(argv=None) -> dict:
+    parser = argparse.ArgumentParser(prog="single_process")
+    job_config.add_arguments(parser)
+    args = parser.parse_args(argv)
+    config = job_config.PreprocessConfig.from_args(args)
+    settings = s3.S3Settings.from_env(args.s3_endpoint)
+    settings.apply_to_environment()
+    FileSystems.set_options(PipelineOptions(settings.beam_flags()))
+    class_bytes = preflight.list_classes(config.input, settings)
+    classes = preflight.select_classes(class_bytes, config.input, config.classes_file)
+    input_bytes = sum(class_bytes[name] for name in classes)
+    counts = transforms.shard_counts(
+        {name: int(input_bytes * f) for name, f in zip(schema.SPLITS, config.split)}, config.shard_size_bytes)
+
+    images_root = config.input.rstrip("/") + "/images"
+    inspect = transforms.InspectImageFn(images_root, classes, config.min_side, config.max_pixels, settings)
+    paths = [m.path for m in FileSystems.match([images_root + "/*/*"])[0].metadata_list]
+    by_class, rejected = collections.defaultdict(list), []
+    for path in paths:
+        found = inspect._inspect(path)
+        if isinstance(found, transforms.Rejection):
+            rejected.append(found)
+        elif found is not None:
+            by_class[found.class_name].append(found)
+
+    records, total = [], images.ZERO_SUMS
+    for class_records in by_class.values():
+        splits = split.assign([r.image_id for r in class_records], config.split, config.seed)
+        records += [dataclasses.replace(r, split=splits[r.image_id]) for r in class_records]
+    for record in records:
+        if record.split == schema.SPLITS[0]:
+            total = total + record.sums
+
+    shards = collections.defaultdict(list)
+    for record in records:
+        key, _ = transforms.key_by_shard(record, counts, config.seed)
+        shards[key].append(record)
+    for name, count in counts.items():
+        for index in range(count):
+            key = (name, index, count)
+            ordered = sorted(shards[key], key=lambda r: (split.stable_hash(config.seed, "order", r.image_id), r.image_id))
+            with FileSystems.create(f"{config.output}/{schema.shard_name(*key)}") as f:
+                writer = TFRecordWriter(f)
+                for record in ordered:
+                    data = images.stored_bytes(transforms.read_file(record.uri, settings), config.min_side,
+                                               config.max_pixels)
+                    writer.write(schema.to_example(data, record.image_id, record.label, record.class_name,
+                                                   record.height, record.width))
+    transforms.write_manifest([transforms.manifest_row(r) for r in records], f"{config.output}/{schema.MANIFEST_FILE}")
+    transforms.write_rejected(rejected, f"{config.output}/{schema.REJECTED_FILE}")
+    return {"images": len(records), "rejected": len(rejected), "pixel_sums": dataclasses.asdict(total)}
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(sys.argv[1:])))

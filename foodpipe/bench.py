@@ -1,0 +1,97 @@
+"""``foodpipe bench preprocess --input URI``: the Beam job (default runner) against a plain
+single-process loop doing the same work on the same input, each in its own process, timed from
+start to exit, with the peak memory of its whole process tree (Beam's workers included)."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from foodpipe.errors import FoodpipeError
+
+
+def measure(args: list[str]) -> dict:
+    """Run a command; return wall seconds and the peak summed RSS of it and its children."""
+    import psutil
+
+    started = time.monotonic()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    done = threading.Event()
+
+    def sample():
+        nonlocal peak
+        parent = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                tree = [parent] + parent.children(recursive=True)
+                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            done.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    seconds = time.monotonic() - started
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise FoodpipeError(f"{args[2]} failed: {stderr.strip().splitlines()[-1] if stderr.strip() else proc.returncode}")
+    return {"seconds": seconds, "peak_rss_mb": peak / 2**20, "stdout": stdout, "stderr": stderr}
+
+
+def same_output(first: str, second: str) -> bool:
+    names = sorted(n for n in os.listdir(first) if n.endswith(".tfrecord") or n.endswith(".parquet"))
+    return names == sorted(n for n in os.listdir(second) if n.endswith(".tfrecord") or n.endswith(".parquet")) \
+        and all(open(os.path.join(first, n), "rb").read() == open(os.path.join(second, n), "rb").read() for n in names)
+
+
+def bench_preprocess(input_uri: str, extra: list[str]) -> dict:
+    with tempfile.TemporaryDirectory(prefix="foodpipe-bench-") as tmp:
+        beam_out, loop_out = os.path.join(tmp, "beam"), os.path.join(tmp, "loop")
+        job = [sys.executable, "-m", "beam_pipelines.preprocess", "--input", input_uri, "--output", beam_out, *extra]
+        loop = [sys.executable, "-m", "beam_pipelines.single_process", "--input", input_uri, "--output", loop_out,
+                *extra]
+        beam_run = measure(job)
+        loop_run = measure(loop)
+        with open(os.path.join(beam_out, "metadata.json")) as f:
+            metadata = json.load(f)
+        images = metadata["images"] + metadata["rejected"]
+        result = {
+            "images": images,
+            "cores": os.cpu_count(),
+            "beam_seconds": round(beam_run["seconds"], 2),
+            "single_loop_seconds": round(loop_run["seconds"], 2),
+            "beam_img_per_s": round(images / beam_run["seconds"], 1),
+            "single_loop_img_per_s": round(images / loop_run["seconds"], 1),
+            "beam_vs_single_loop": round(loop_run["seconds"] / beam_run["seconds"], 3),
+            "beam_peak_rss_mb": round(beam_run["peak_rss_mb"], 1),
+            "single_loop_peak_rss_mb": round(loop_run["peak_rss_mb"], 1),
+            "same_output": same_output(beam_out, loop_out),
+        }
+    return result
+
+
+def print_table(result: dict) -> None:
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
+
+
+def main(args) -> int:
+    if args.what == "preprocess":
+        if not args.input:
+            raise FoodpipeError("bench preprocess needs --input")
+        extra = ["--s3-endpoint", args.s3_endpoint] if args.s3_endpoint else []
+        result = bench_preprocess(args.input, extra)
+    else:
+        raise FoodpipeError(f"unknown benchmark {args.what!r}")
+    print_table(result)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
