@@ -86,6 +86,7 @@ def build_metadata(config, classes, summary: dict, runner: str, seconds: float) 
         "stats": {"mean": mean, "std": std, "computed_on": schema.SPLITS[0], "pixels": sums.count},
         "rejected": summary["rejected"],
         "images": sum(s["count"] for s in splits.values()),
+        "image_sides": {"min": summary["manifest"]["min_side"], "max": summary["manifest"]["max_side"]},
         "source": config.input,
         "config": config.as_params(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

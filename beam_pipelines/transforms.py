@@ -237,7 +237,8 @@ def manifest_row(record: ImageRecord) -> dict:
     }
 
 
-def write_manifest(rows: list[dict], path: str) -> int:
+def write_manifest(rows: list[dict], path: str) -> dict:
+    """Writes the manifest; returns its row count and the smallest and largest image side."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -245,7 +246,8 @@ def write_manifest(rows: list[dict], path: str) -> int:
     table = pa.table({column: [row[column] for row in rows] for column in schema.MANIFEST_COLUMNS})
     with FileSystems.create(path) as f:
         pq.write_table(table, f)
-    return len(rows)
+    sides = [side for row in rows for side in (row["height"], row["width"])]
+    return {"rows": len(rows), "min_side": min(sides, default=0), "max_side": max(sides, default=0)}
 
 
 def write_rejected(rejections: list[Rejection], path: str) -> int:
@@ -256,14 +258,14 @@ def write_rejected(rejections: list[Rejection], path: str) -> int:
     return len(lines)
 
 
-def write_summary(_, path, shards, stats, class_counts, rejected, manifest_rows):
+def write_summary(_, path, shards, stats, class_counts, rejected, manifest):
     """The facts the driver turns into ``metadata.json`` once the whole dataset is committed."""
     summary = {
         "shards": sorted(shards, key=lambda s: s["name"]),
         "pixel_sums": dataclasses.asdict(stats),
         "class_counts": sorted([list(key) + [n] for key, n in class_counts]),
         "rejected": rejected,
-        "manifest_rows": manifest_rows,
+        "manifest": manifest,
     }
     with FileSystems.create(path) as f:
         f.write(json.dumps(summary).encode())
@@ -279,7 +281,7 @@ class WriteDatasetFiles(beam.PTransform):
 
     def expand(self, pcolls):
         records, rejections, shards, stats = (pcolls[k] for k in ("records", "rejected", "shards", "stats"))
-        manifest_rows = (
+        manifest = (
             records
             | "ManifestRow" >> beam.Map(manifest_row)
             | "CollectRows" >> beam.combiners.ToList()
@@ -305,7 +307,7 @@ class WriteDatasetFiles(beam.PTransform):
                 stats=beam.pvalue.AsSingleton(stats),
                 class_counts=beam.pvalue.AsList(class_counts),
                 rejected=beam.pvalue.AsSingleton(rejected),
-                manifest_rows=beam.pvalue.AsSingleton(manifest_rows),
+                manifest=beam.pvalue.AsSingleton(manifest),
             )
         )
 

@@ -30,6 +30,7 @@ def test_metadata_describes_the_dataset(job):
     assert metadata["classes"] == ["apple_pie", "bibimbap", "cannoli"]
     assert metadata["rejected"] == 3
     assert metadata["stats"]["computed_on"] == "train"
+    assert metadata["image_sides"]["max"] == 512 and 222 <= metadata["image_sides"]["min"] < 512
     # 16 per class at 0.75/0.2/0.05 -> 12/3/1 per class, exactly.
     assert {name: info["count"] for name, info in metadata["splits"].items()} == {"train": 36, "val": 9, "test": 3}
     for info, per_class in zip(metadata["splits"].values(), (12, 3, 1)):

@@ -1,0 +1,1 @@
+"""The distributed, MLflow-tracked trainer (see the issue tracker)."""
