@@ -1,5 +1,6 @@
 """The same job on a real dask.distributed cluster: a scheduler and two worker processes."""
 
+import json
 import os
 import socket
 import sys
@@ -8,7 +9,7 @@ import pytest
 
 from beam_pipelines import preprocess
 from foodpipe import schema
-from tests.conftest import start_process, stop_process
+from tests.conftest import foodpipe, start_process, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -35,8 +36,10 @@ def dask_cluster():
 
 def test_dask_runner_writes_the_same_dataset_as_the_direct_runner(dask_cluster, raw_dataset, tmp_path):
     args = ["--input", raw_dataset, "--shard-size-mb", "0.2", "--seed", "5"]
-    on_dask = preprocess.run(args + ["--output", str(tmp_path / "dask"), "--runner", "DaskRunner",
-                                     "--dask_client_address", dask_cluster])
+    result = foodpipe("preprocess", *args, "--output", str(tmp_path / "dask"), "--runner", "DaskRunner",
+                      "--dask_client_address", dask_cluster)
+    assert result.returncode == 0, result.stderr
+    on_dask = json.loads((tmp_path / "dask" / schema.METADATA_FILE).read_text())
     direct = preprocess.run(args + ["--output", str(tmp_path / "direct")])
     assert on_dask["job"]["runner"] == "DaskRunner" and direct["job"]["runner"] == "DirectRunner"
     assert on_dask["splits"] == direct["splits"] and on_dask["stats"] == direct["stats"]
