@@ -8,6 +8,7 @@ read again to write the same shards, manifest and rejections), one image at a ti
 import argparse
 import collections
 import dataclasses
+import io
 import json
 import sys
 
@@ -61,15 +62,17 @@ def run(argv=None) -> dict:
         for index in range(count):
             key = (name, index, count)
             ordered = sorted(shards[key], key=lambda r: (split.stable_hash(config.seed, "order", r.image_id), r.image_id))
-            with FileSystems.create(f"{config.output}/{schema.shard_name(*key)}") as f:
-                writer = TFRecordWriter(f)
-                for record in ordered:
-                    data = images.stored_bytes(transforms.read_file(record.uri, settings), config.min_side,
-                                               config.max_pixels)
-                    writer.write(schema.to_example(data, record.image_id, record.label, record.class_name,
-                                                   record.height, record.width))
-    transforms.write_manifest([transforms.manifest_row(r) for r in records], f"{config.output}/{schema.MANIFEST_FILE}")
-    transforms.write_rejected(rejected, f"{config.output}/{schema.REJECTED_FILE}")
+            buffer = io.BytesIO()
+            writer = TFRecordWriter(buffer)
+            for record in ordered:
+                data = images.stored_bytes(transforms.read_file(record.uri, settings), config.min_side,
+                                           config.max_pixels)
+                writer.write(schema.to_example(data, record.image_id, record.label, record.class_name,
+                                               record.height, record.width))
+            transforms.write_file(f"{config.output}/{schema.shard_name(*key)}", buffer.getvalue(), settings)
+    transforms.write_manifest([transforms.manifest_row(r) for r in records], f"{config.output}/{schema.MANIFEST_FILE}",
+                              settings)
+    transforms.write_rejected(rejected, f"{config.output}/{schema.REJECTED_FILE}", settings)
     return {"images": len(records), "rejected": len(rejected), "pixel_sums": dataclasses.asdict(total)}
 
 

@@ -3,6 +3,7 @@ through the shuffles; image bytes are read where they are used, so memory stays 
 bundle, not by the dataset."""
 
 import dataclasses
+import io
 import json
 import math
 
@@ -27,6 +28,17 @@ def read_file(path: str, settings: s3.S3Settings) -> bytes:
         return s3.read_object(path, settings)
     with FileSystems.open(path) as f:
         return f.read()
+
+
+def write_file(path: str, data: bytes, settings: s3.S3Settings) -> None:
+    """Whole-file write. On S3 one PUT through the cached client: Beam's S3 writer fails on an
+    empty file (a multipart upload with no parts), and an empty rejected.jsonl is normal."""
+    if uri.is_s3(path):
+        bucket, key = uri.split_s3(path)
+        s3.cached_client(settings).put_object(Bucket=bucket, Key=key, Body=data)
+        return
+    with FileSystems.create(path) as f:
+        f.write(data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,16 +202,17 @@ class WriteShardFn(beam.DoFn):
         (split_name, index, count), records = shard_and_records
         records = sorted((r for r in records if r is not None), key=lambda r: (split.stable_hash(self.seed, "order", r.image_id), r.image_id))
         name = schema.shard_name(split_name, index, count)
-        with FileSystems.create(f"{self.directory}/{name}") as f:
-            writer = TFRecordWriter(f)
-            for record in records:
-                data = images.stored_bytes(read_file(record.uri, self.settings), self.min_side, self.max_pixels)
-                if len(data) != record.stored_size:
-                    raise RuntimeError(f"{record.uri} changed while the job was running")
-                writer.write(schema.to_example(
-                    data, record.image_id, record.label, record.class_name, record.height, record.width
-                ))
-                self.written.inc()
+        buffer = io.BytesIO()  # at most about --shard-size-mb
+        writer = TFRecordWriter(buffer)
+        for record in records:
+            data = images.stored_bytes(read_file(record.uri, self.settings), self.min_side, self.max_pixels)
+            if len(data) != record.stored_size:
+                raise RuntimeError(f"{record.uri} changed while the job was running")
+            writer.write(schema.to_example(
+                data, record.image_id, record.label, record.class_name, record.height, record.width
+            ))
+            self.written.inc()
+        write_file(f"{self.directory}/{name}", buffer.getvalue(), self.settings)
         yield {"split": split_name, "name": name, "count": writer.records, "bytes": writer.bytes}
 
 
@@ -237,28 +250,28 @@ def manifest_row(record: ImageRecord) -> dict:
     }
 
 
-def write_manifest(rows: list[dict], path: str) -> dict:
+def write_manifest(rows: list[dict], path: str, settings: s3.S3Settings) -> dict:
     """Writes the manifest; returns its row count and the smallest and largest image side."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     rows = sorted(rows, key=lambda row: row["id"])
     table = pa.table({column: [row[column] for row in rows] for column in schema.MANIFEST_COLUMNS})
-    with FileSystems.create(path) as f:
-        pq.write_table(table, f)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    write_file(path, buffer.getvalue(), settings)
     sides = [side for row in rows for side in (row["height"], row["width"])]
     return {"rows": len(rows), "min_side": min(sides, default=0), "max_side": max(sides, default=0)}
 
 
-def write_rejected(rejections: list[Rejection], path: str) -> int:
+def write_rejected(rejections: list[Rejection], path: str, settings: s3.S3Settings) -> int:
     rows = sorted((dataclasses.asdict(r) for r in rejections), key=lambda row: row["uri"])
     lines = [json.dumps(row, sort_keys=True) + "\n" for row in rows]
-    with FileSystems.create(path) as f:
-        f.write("".join(lines).encode())
+    write_file(path, "".join(lines).encode(), settings)
     return len(lines)
 
 
-def write_summary(_, path, shards, stats, class_counts, rejected, manifest):
+def write_summary(_, path, settings, shards, stats, class_counts, rejected, manifest):
     """The facts the driver turns into ``metadata.json`` once the whole dataset is committed."""
     summary = {
         "shards": sorted(shards, key=lambda s: s["name"]),
@@ -267,17 +280,16 @@ def write_summary(_, path, shards, stats, class_counts, rejected, manifest):
         "rejected": rejected,
         "manifest": manifest,
     }
-    with FileSystems.create(path) as f:
-        f.write(json.dumps(summary).encode())
+    write_file(path, json.dumps(summary).encode(), settings)
     return path
 
 
 class WriteDatasetFiles(beam.PTransform):
     """Manifest, rejections and the job summary, next to the shards."""
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, settings: s3.S3Settings):
         super().__init__()
-        self.directory = directory
+        self.directory, self.settings = directory, settings
 
     def expand(self, pcolls):
         records, rejections, shards, stats = (pcolls[k] for k in ("records", "rejected", "shards", "stats"))
@@ -285,12 +297,12 @@ class WriteDatasetFiles(beam.PTransform):
             records
             | "ManifestRow" >> beam.Map(manifest_row)
             | "CollectRows" >> beam.combiners.ToList()
-            | "WriteManifest" >> beam.Map(write_manifest, f"{self.directory}/{schema.MANIFEST_FILE}")
+            | "WriteManifest" >> beam.Map(write_manifest, f"{self.directory}/{schema.MANIFEST_FILE}", self.settings)
         )
         rejected = (
             rejections
             | "CollectRejected" >> beam.combiners.ToList()
-            | "WriteRejected" >> beam.Map(write_rejected, f"{self.directory}/{schema.REJECTED_FILE}")
+            | "WriteRejected" >> beam.Map(write_rejected, f"{self.directory}/{schema.REJECTED_FILE}", self.settings)
         )
         class_counts = (
             records
@@ -303,6 +315,7 @@ class WriteDatasetFiles(beam.PTransform):
             | "WriteSummary" >> beam.Map(
                 write_summary,
                 f"{self.directory}/{SUMMARY_FILE}",
+                self.settings,
                 shards=beam.pvalue.AsList(shards),
                 stats=beam.pvalue.AsSingleton(stats),
                 class_counts=beam.pvalue.AsList(class_counts),
@@ -321,4 +334,4 @@ def build(pipeline, config, classes: list[str], counts: dict[str, int], staging:
     shards = records | "WriteShards" >> WriteShards(
         staging, counts, config.seed, config.min_side, config.max_pixels, settings)
     return {"records": records, "rejected": rejected, "shards": shards, "stats": stats} | (
-        "WriteDatasetFiles" >> WriteDatasetFiles(staging))
+        "WriteDatasetFiles" >> WriteDatasetFiles(staging, settings))

@@ -82,12 +82,26 @@ def print_table(result: dict) -> None:
         print(f"{key:<{width}}  {value}")
 
 
+def bench_input(args) -> dict:
+    from foodpipe import s3
+    from tfdata import bench
+    from tfdata.config import InputConfig
+
+    if not args.data:
+        raise FoodpipeError("bench input needs --data")
+    s3.S3Settings.from_env(args.s3_endpoint).apply_to_environment()
+    config = InputConfig(image_size=args.image_size, batch_size=args.batch_size)
+    return bench.run(args.data, config, images=args.images, seed_images=args.seed_images)
+
+
 def main(args) -> int:
     if args.what == "preprocess":
         if not args.input:
             raise FoodpipeError("bench preprocess needs --input")
         extra = ["--s3-endpoint", args.s3_endpoint] if args.s3_endpoint else []
         result = bench_preprocess(args.input, extra)
+    elif args.what == "input":
+        result = bench_input(args)
     else:
         raise FoodpipeError(f"unknown benchmark {args.what!r}")
     print_table(result)

@@ -8,6 +8,7 @@ embedded default) and answers ``InvalidAccessKeyId`` to any other, so clients se
 credentials as they would against MinIO. Signatures themselves are not verified.
 """
 
+import logging
 import os
 import re
 import signal
@@ -60,6 +61,7 @@ def serve(host: str, port: int) -> int:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     access_key = os.environ.get("AWS_ACCESS_KEY_ID") or s3.EMBEDDED_ACCESS_KEY
     app = RequireAccessKey(DomainDispatcherApplication(create_backend_app), access_key)
     server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)

@@ -5,6 +5,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -27,6 +28,8 @@ def start_process(args, ready: str, env=None, timeout=60) -> tuple[subprocess.Po
             break
         seen.append(line)
         if re.search(ready, line):
+            # Keep reading what it prints: a full pipe would block the process on its next write.
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
             return proc, line.strip()
     stop_process(proc)
     raise RuntimeError(f"{args} did not print {ready!r}:\n{''.join(seen)}")
@@ -90,6 +93,16 @@ def raw_dataset(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("raw"))
     synth.generate(synth.SynthConfig(root, classes=3, per_class=16, seed=7, corrupt=3))
     return root
+
+
+@pytest.fixture(scope="session")
+def raw_on_s3(raw_dataset, s3_endpoint, s3_client):
+    """``raw_dataset`` uploaded to ``s3://raw/food``; an empty ``datasets`` bucket beside it."""
+    result = foodpipe("upload", raw_dataset, "s3://raw/food", "--create-bucket", "--quiet",
+                      env={**os.environ, "AWS_ENDPOINT_URL": s3_endpoint})
+    assert result.returncode == 0, result.stderr
+    s3_client.create_bucket(Bucket="datasets")
+    return "s3://raw/food"
 
 
 def read_local_dataset(directory: str) -> tuple[dict, list[dict]]:

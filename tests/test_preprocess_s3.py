@@ -11,15 +11,6 @@ from tests.conftest import foodpipe
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def raw_on_s3(raw_dataset, s3_endpoint, s3_client):
-    env = {**__import__("os").environ, "AWS_ENDPOINT_URL": s3_endpoint}
-    result = foodpipe("upload", raw_dataset, "s3://raw/food", "--create-bucket", "--quiet", env=env)
-    assert result.returncode == 0, result.stderr
-    s3_client.create_bucket(Bucket="datasets")
-    return "s3://raw/food"
-
-
 def test_s3_to_s3(raw_on_s3, s3_env, s3_client, tmp_path):
     result = foodpipe("preprocess", "--input", raw_on_s3, "--output", "s3://datasets/food3",
                       "--shard-size-mb", "0.3", env=s3_env)
