@@ -40,7 +40,7 @@ def run(argv=None) -> dict:
     paths = [m.path for m in FileSystems.match([images_root + "/*/*"])[0].metadata_list]
     by_class, rejected = collections.defaultdict(list), []
     for path in paths:
-        found = inspect._inspect(path)
+        found = inspect.inspect_file(path)
         if isinstance(found, transforms.Rejection):
             rejected.append(found)
         elif found is not None:

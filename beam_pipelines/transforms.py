@@ -89,11 +89,11 @@ class InspectImageFn(beam.DoFn):
         self.converted = Metrics.counter(NAMESPACE, "images_converted")
 
     def process(self, metadata):
-        output = self._inspect(metadata.path)
+        output = self.inspect_file(metadata.path)
         if output is not None:
             yield output
 
-    def _inspect(self, path: str):
+    def inspect_file(self, path: str):
         located = locate(path, self.images_root)
         if located is None:
             self.rejected.inc()

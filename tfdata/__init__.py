@@ -1,1 +1,1 @@
-"""The tf.data input pipeline over the preprocessed TFRecords (see the issue tracker)."""
+"""The tf.data input pipeline over the preprocessed TFRecords: ``pipeline.make_dataset``."""
