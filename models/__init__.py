@@ -1,1 +1,5 @@
-"""Keras models: the from-scratch ResNet-style CNN and NASNetMobile (see the issue tracker)."""
+"""Keras models: ``resnet`` (the seed's from-scratch CNN) and ``nasnet`` (NASNetMobile + the same head)."""
+
+from models.registry import MODELS, build
+
+__all__ = ["MODELS", "build"]

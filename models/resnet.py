@@ -1,0 +1,27 @@
+"""The seed report's from-scratch CNN: a 7x7 conv stem and max-pool, residual blocks of three
+3x3 conv/BatchNorm/LeakyReLU with a 1x1-conv skip (each block after the first halves the
+resolution and doubles the filters), global average pooling, a Dense layer with Dropout, softmax."""
+
+import keras
+from keras import layers
+
+from models import blocks
+
+
+def build_resnet(num_classes: int, image_size: int, num_blocks: int = 4, filters: int = 32,
+                 dense_units: int = 256, dropout: float = 0.5, leaky_slope: float = 0.1) -> keras.Model:
+    blocks.check_common(num_classes, image_size, dense_units, dropout, leaky_slope)
+    if num_blocks < 1:
+        raise ValueError(f"num_blocks must be at least 1, got {num_blocks!r}")
+    if filters < 1:
+        raise ValueError(f"filters must be positive, got {filters!r}")
+    if image_size // 4 // 2 ** (num_blocks - 1) < 1:
+        raise ValueError(f"image_size {image_size!r} is too small for {num_blocks!r} blocks")
+
+    image = blocks.inputs(image_size)
+    x = blocks.apply_conv_bn_act(image, filters, 7, 2, leaky_slope, "stem")
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    for index in range(num_blocks):
+        x = blocks.apply_residual_block(x, filters * 2**index, 1 if index == 0 else 2, leaky_slope, f"block{index}")
+    outputs = blocks.apply_classifier_head(x, num_classes, dense_units, dropout, leaky_slope)
+    return keras.Model(image, outputs, name="resnet")

@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+
+import models
+
+
+def resnet_parameters(num_classes, num_blocks, filters, dense_units):
+    """The from-scratch model's parameter count, worked out from its description by hand."""
+    conv = lambda k, cin, cout: k * k * cin * cout  # noqa: E731  (convolutions have no bias)
+    bn = lambda c: 4 * c  # noqa: E731  gamma, beta, moving mean, moving variance
+    total = conv(7, 3, filters) + bn(filters)
+    cin = filters
+    for index in range(num_blocks):
+        cout = filters * 2**index
+        total += conv(1, cin, cout) + bn(cout)  # the 1x1 skip
+        total += conv(3, cin, cout) + 2 * conv(3, cout, cout) + 3 * bn(cout)
+        cin = cout
+    return total + (cin * dense_units + dense_units) + (dense_units * num_classes + num_classes)
+
+
+@pytest.mark.parametrize("image_size,num_blocks,filters", [(32, 2, 4), (64, 3, 8)])
+def test_resnet_shapes_and_parameter_count(image_size, num_blocks, filters):
+    model = models.build("resnet", num_classes=5, image_size=image_size, num_blocks=num_blocks, filters=filters,
+                         dense_units=16)
+    probabilities = model.predict(np.zeros((2, image_size, image_size, 3), np.float32), verbose=0)
+    assert probabilities.shape == (2, 5)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
+    assert model.count_params() == resnet_parameters(5, num_blocks, filters, 16)
+
+
+def test_nasnet_freezes_a_fraction_and_keeps_frozen_batchnorm_in_inference_mode():
+    model = models.build("nasnet", num_classes=3, image_size=32, weights=None, freeze_fraction=0.5, dense_units=8)
+    x = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype(np.float32)
+    assert model(x).shape == (4, 3)
+    base_layers = [layer for layer in model.layers if not layer.name.startswith(("head_", "probabilities", "image"))]
+    frozen = [layer for layer in base_layers if not layer.trainable]
+    assert abs(len(frozen) - len(base_layers) // 2) <= 1
+    batchnorms = [layer for layer in base_layers if layer.__class__.__name__ == "BatchNormalization"]
+    frozen_bn = next(layer for layer in batchnorms if not layer.trainable)
+    trained_bn = next(layer for layer in reversed(batchnorms) if layer.trainable)
+    before = frozen_bn.moving_mean.numpy().copy(), trained_bn.moving_mean.numpy().copy()
+    model(x, training=True)
+    np.testing.assert_array_equal(frozen_bn.moving_mean.numpy(), before[0])
+    assert not np.array_equal(trained_bn.moving_mean.numpy(), before[1])
+
+
+@pytest.mark.parametrize("name,kwargs,quoted", [
+    ("vgg", {}, "'vgg'"),
+    ("resnet", {"num_blocks": 0}, "0"),
+    ("resnet", {"dropout": 1.5}, "1.5"),
+    ("resnet", {"filters": -3}, "-3"),
+    ("nasnet", {"freeze_fraction": 1.5}, "1.5"),
+    ("nasnet", {"weights": "/no/such/weights.h5"}, "'/no/such/weights.h5'"),
+])
+def test_bad_hyperparameters_raise_value_error_quoting_the_value(name, kwargs, quoted):
+    with pytest.raises(ValueError, match=quoted.replace(".", r"\.")):
+        models.build(name, num_classes=4, image_size=32, **kwargs)
+
+
+def test_image_too_small_for_the_blocks():
+    with pytest.raises(ValueError, match="too small"):
+        models.build("resnet", num_classes=4, image_size=16, num_blocks=4)
