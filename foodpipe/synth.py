@@ -49,10 +49,13 @@ def class_names(count: int) -> list[str]:
 
 
 def _class_style(index: int) -> tuple[float, float, int]:
-    """Stripe angle (degrees), stripe period as a fraction of the image, and shape id."""
-    golden = 0.6180339887
-    angle = (index * golden * 180.0) % 180.0
-    period = 0.035 + 0.05 * ((index * 0.37) % 1.0)
+    """Stripe angle (degrees), stripe period as a fraction of the image, and shape id.
+
+    Orientations are 30 degrees apart, twice the default rotation augmentation, so augmenting
+    never turns one class into another; shape and period vary too, so no two classes share a style.
+    """
+    angle = (index % 6) * 30.0
+    period = 0.045 + 0.012 * ((index // 12) % 9)  # 12 angle-shape pairs x 9 periods >= 101 classes
     return angle, period, index % 4
 
 
@@ -60,7 +63,7 @@ def render_image(class_index: int, rng: np.random.Generator) -> Image.Image:
     short = int(rng.integers(SHORT_SIDE_RANGE[0], SHORT_SIDE_RANGE[1] + 1))
     width, height = (LONG_SIDE, short) if rng.random() < 0.5 else (short, LONG_SIDE)
     angle, period, shape = _class_style(class_index)
-    angle += rng.normal(0, 4)
+    angle += rng.normal(0, 3)
     period *= rng.uniform(0.9, 1.1)
 
     # Background: a smooth random gradient plus grain.

@@ -37,3 +37,14 @@ def test_bad_arguments_give_one_line(tmp_path):
     result = foodpipe("synth", str(tmp_path), "--classes", "0", "--per-class", "3")
     assert result.returncode != 0 and "--classes must be between" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_every_class_has_its_own_style_robust_to_rotation():
+    styles = [synth._class_style(index) for index in range(101)]
+    assert len(set(styles)) == 101
+    for a in range(101):
+        for b in range(a + 1, 101):
+            (angle_a, period_a, shape_a), (angle_b, period_b, shape_b) = styles[a], styles[b]
+            if shape_a == shape_b and period_a == period_b:  # then the stripe angle must tell them apart
+                gap = abs(angle_a - angle_b) % 180
+                assert min(gap, 180 - gap) >= 30
