@@ -1,5 +1,4 @@
 import signal
-import subprocess
 import sys
 
 from foodpipe import s3_server
