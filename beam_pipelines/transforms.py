@@ -1,6 +1,6 @@
 """The job's DoFns and composite PTransforms. Small records (ids, sizes, pixel sums) travel
-through the shuffles; image bytes are read where they are used, so memory stays bounded by a
-bundle, not by the dataset."""
+through the shuffles; image bytes are read where they are used, so a worker's memory is bounded
+by a bundle plus the one shard it is writing (about --shard-size-mb), not by the dataset."""
 
 import dataclasses
 import io
