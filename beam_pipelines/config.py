@@ -35,6 +35,10 @@ class PreprocessConfig:
             raise FoodpipeError(f"--input {self.input} lies inside --output {self.output}: choose another place")
 
     @property
+    def images_root(self) -> str:
+        return self.input.rstrip("/") + "/images"
+
+    @property
     def shard_size_bytes(self) -> int:
         return int(self.shard_size_mb * 1024 * 1024)
 

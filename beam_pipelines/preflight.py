@@ -6,7 +6,7 @@ import os
 from apache_beam.io.filesystems import FileSystems
 
 from foodpipe import classes as class_lists
-from foodpipe import s3, uri
+from foodpipe import s3, schema, uri
 from foodpipe.errors import FoodpipeError
 
 
@@ -70,3 +70,15 @@ def select_classes(available: dict[str, int], input_uri: str, classes_file: str 
             f"classes file {classes_file} names classes with no images under the input: {', '.join(missing)}"
         )
     return sorted(wanted)
+
+
+def plan(config, settings: s3.S3Settings) -> tuple[list[str], dict[str, int]]:
+    """The classes to keep and the shard count of each split, sized from the listed input bytes
+    times the split fractions (the Beam job and its single-process peer both start here)."""
+    from beam_pipelines import transforms
+
+    class_bytes = list_classes(config.input, settings)
+    classes = select_classes(class_bytes, config.input, config.classes_file)
+    input_bytes = sum(class_bytes[name] for name in classes)
+    split_bytes = {name: int(input_bytes * fraction) for name, fraction in zip(schema.SPLITS, config.split)}
+    return classes, transforms.shard_counts(split_bytes, config.shard_size_bytes)

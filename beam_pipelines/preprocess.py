@@ -22,7 +22,7 @@ from beam_pipelines import config as job_config
 from beam_pipelines import output, preflight, transforms
 from beam_pipelines.stats import mean_std
 from beam_pipelines.images import PixelSums
-from foodpipe import __version__, logs, s3, schema
+from foodpipe import __version__, logs, s3, schema, uri
 from foodpipe.errors import FoodpipeError
 
 log = logging.getLogger("foodpipe.preprocess")
@@ -125,15 +125,8 @@ def run(argv=None) -> dict:
     FileSystems.set_options(options)
     runner = str(options.view_as(beam.options.pipeline_options.StandardOptions).runner).rsplit(".", 1)[-1]
 
-    class_bytes = preflight.list_classes(config.input, settings)
-    classes = preflight.select_classes(class_bytes, config.input, config.classes_file)
-    input_bytes = sum(class_bytes[name] for name in classes)
-    counts = transforms.shard_counts(
-        {name: int(input_bytes * fraction) for name, fraction in zip(schema.SPLITS, config.split)},
-        config.shard_size_bytes)
-    if config.output.startswith("s3://"):
-        from foodpipe import uri
-
+    classes, counts = preflight.plan(config, settings)
+    if uri.is_s3(config.output):
         s3.check_bucket(settings, uri.split_s3(config.output)[0], f"writing {config.output}")
     staging = output.new_staging_dir(config.output)
     log.info("preprocess: %d classes from %s -> %s (runner %s)", len(classes), config.input, config.output, runner)
@@ -155,11 +148,11 @@ def run(argv=None) -> dict:
     finally:
         output.delete_tree(staging)
 
-    counts = ", ".join(f"{name} {metadata['splits'][name]['count']}" for name in schema.SPLITS)
+    per_split = ", ".join(f"{name} {metadata['splits'][name]['count']}" for name in schema.SPLITS)
     read = metadata["images"] + metadata["rejected"]
     log.info(
         "preprocess: read %d images, wrote %d (%s), rejected %d, in %.1f s (%.0f images/s) -> %s",
-        read, metadata["images"], counts, metadata["rejected"], seconds, read / max(seconds, 1e-9), config.output,
+        read, metadata["images"], per_split, metadata["rejected"], seconds, read / max(seconds, 1e-9), config.output,
     )
     return metadata
 

@@ -8,7 +8,6 @@ read again to write the same shards, manifest and rejections), one image at a ti
 import argparse
 import collections
 import dataclasses
-import io
 import json
 import sys
 
@@ -18,7 +17,6 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_pipelines import config as job_config
 from beam_pipelines import images, preflight, split, transforms
 from foodpipe import s3, schema
-from foodpipe.tfrecord import TFRecordWriter
 
 
 def run(argv=None) -> dict:
@@ -29,13 +27,9 @@ def run(argv=None) -> dict:
     settings = s3.S3Settings.from_env(args.s3_endpoint)
     settings.apply_to_environment()
     FileSystems.set_options(PipelineOptions(settings.beam_flags()))
-    class_bytes = preflight.list_classes(config.input, settings)
-    classes = preflight.select_classes(class_bytes, config.input, config.classes_file)
-    input_bytes = sum(class_bytes[name] for name in classes)
-    counts = transforms.shard_counts(
-        {name: int(input_bytes * f) for name, f in zip(schema.SPLITS, config.split)}, config.shard_size_bytes)
+    classes, counts = preflight.plan(config, settings)
 
-    images_root = config.input.rstrip("/") + "/images"
+    images_root = config.images_root
     inspect = transforms.InspectImageFn(images_root, classes, config.min_side, config.max_pixels, settings)
     paths = [m.path for m in FileSystems.match([images_root + "/*/*"])[0].metadata_list]
     by_class, rejected = collections.defaultdict(list), []
@@ -61,15 +55,8 @@ def run(argv=None) -> dict:
     for name, count in counts.items():
         for index in range(count):
             key = (name, index, count)
-            ordered = sorted(shards[key], key=lambda r: (split.stable_hash(config.seed, "order", r.image_id), r.image_id))
-            buffer = io.BytesIO()
-            writer = TFRecordWriter(buffer)
-            for record in ordered:
-                data = images.stored_bytes(transforms.read_file(record.uri, settings), config.min_side,
-                                           config.max_pixels)
-                writer.write(schema.to_example(data, record.image_id, record.label, record.class_name,
-                                               record.height, record.width))
-            transforms.write_file(f"{config.output}/{schema.shard_name(*key)}", buffer.getvalue(), settings)
+            data, _ = transforms.encode_shard(shards[key], config.seed, config.min_side, config.max_pixels, settings)
+            transforms.write_file(f"{config.output}/{schema.shard_name(*key)}", data, settings)
     transforms.write_manifest([transforms.manifest_row(r) for r in records], f"{config.output}/{schema.MANIFEST_FILE}",
                               settings)
     transforms.write_rejected(rejected, f"{config.output}/{schema.REJECTED_FILE}", settings)

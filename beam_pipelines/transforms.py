@@ -125,11 +125,11 @@ def only(kind):
 class ReadAndValidate(beam.PTransform):
     """Matches ``ROOT/images/*/*``; returns ``(accepted ImageRecords, Rejections)``."""
 
-    def __init__(self, input_root: str, classes: list[str], min_side: int, max_pixels: int,
+    def __init__(self, images_root: str, classes: list[str], min_side: int, max_pixels: int,
                  settings: s3.S3Settings):
         super().__init__()
-        self.images_root = input_root.rstrip("/") + "/images"
-        self.inspect = InspectImageFn(self.images_root, classes, min_side, max_pixels, settings)
+        self.images_root = images_root
+        self.inspect = InspectImageFn(images_root, classes, min_side, max_pixels, settings)
 
     def expand(self, pipeline):
         inspected = (
@@ -189,9 +189,23 @@ def key_by_shard(record: ImageRecord, counts: dict[str, int], seed: int):
     return (record.split, index, count), record
 
 
+def encode_shard(records, seed: int, min_side: int, max_pixels: int, settings: s3.S3Settings) -> tuple[bytes, int]:
+    """One shard's TFRecord bytes and record count: records in a seeded random order (so classes
+    are mixed), each image read again and converted the same way as when it was validated."""
+    ordered = sorted(records, key=lambda r: (split.stable_hash(seed, "order", r.image_id), r.image_id))
+    buffer = io.BytesIO()  # at most about --shard-size-mb
+    writer = TFRecordWriter(buffer)
+    for record in ordered:
+        data = images.stored_bytes(read_file(record.uri, settings), min_side, max_pixels)
+        if len(data) != record.stored_size:
+            raise RuntimeError(f"{record.uri} changed while the job was running")
+        writer.write(schema.to_example(data, record.image_id, record.label, record.class_name, record.height,
+                                       record.width))
+    return buffer.getvalue(), writer.records
+
+
 class WriteShardFn(beam.DoFn):
-    """Writes one shard: records in a seeded random order (so classes are mixed), each image read
-    again from the input and converted the same way as when it was validated."""
+    """Writes one shard (see ``encode_shard``) in one piece."""
 
     def __init__(self, directory: str, seed: int, min_side: int, max_pixels: int, settings: s3.S3Settings):
         self.directory, self.seed, self.settings = directory, seed, settings
@@ -200,20 +214,12 @@ class WriteShardFn(beam.DoFn):
 
     def process(self, shard_and_records):
         (split_name, index, count), records = shard_and_records
-        records = sorted((r for r in records if r is not None), key=lambda r: (split.stable_hash(self.seed, "order", r.image_id), r.image_id))
+        data, written = encode_shard([r for r in records if r is not None], self.seed, self.min_side,
+                                     self.max_pixels, self.settings)
         name = schema.shard_name(split_name, index, count)
-        buffer = io.BytesIO()  # at most about --shard-size-mb
-        writer = TFRecordWriter(buffer)
-        for record in records:
-            data = images.stored_bytes(read_file(record.uri, self.settings), self.min_side, self.max_pixels)
-            if len(data) != record.stored_size:
-                raise RuntimeError(f"{record.uri} changed while the job was running")
-            writer.write(schema.to_example(
-                data, record.image_id, record.label, record.class_name, record.height, record.width
-            ))
-            self.written.inc()
-        write_file(f"{self.directory}/{name}", buffer.getvalue(), self.settings)
-        yield {"split": split_name, "name": name, "count": writer.records, "bytes": writer.bytes}
+        write_file(f"{self.directory}/{name}", data, self.settings)
+        self.written.inc(written)
+        yield {"split": split_name, "name": name, "count": written, "bytes": len(data)}
 
 
 class WriteShards(beam.PTransform):
@@ -328,7 +334,7 @@ class WriteDatasetFiles(beam.PTransform):
 def build(pipeline, config, classes: list[str], counts: dict[str, int], staging: str, settings: s3.S3Settings):
     """The whole job graph, writing a complete dataset (plus ``summary.json``) under ``staging``."""
     accepted, rejected = pipeline | "ReadAndValidate" >> ReadAndValidate(
-        config.input, classes, config.min_side, config.max_pixels, settings)
+        config.images_root, classes, config.min_side, config.max_pixels, settings)
     records = accepted | "AssignSplits" >> AssignSplits(config.split, config.seed)
     stats = records | "ComputeStats" >> ComputeStats()
     shards = records | "WriteShards" >> WriteShards(

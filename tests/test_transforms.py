@@ -55,7 +55,7 @@ def test_read_and_validate_accepts_and_rejects(tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     with pipeline() as p:
-        accepted, rejected = p | transforms.ReadAndValidate(str(tmp_path), ["pizza", "ramen"], 32, 10**7,
+        accepted, rejected = p | transforms.ReadAndValidate(str(tmp_path / "images"), ["pizza", "ramen"], 32, 10**7,
                                                                   S3Settings())
         assert_that(accepted | beam.Map(lambda r: (r.image_id, r.label, r.converted)),
                     equal_to([("pizza/1", 0, False), ("ramen/3", 1, True)]), label="accepted")
