@@ -47,7 +47,7 @@ def decode_only_dataset(data_uri, metadata, config: InputConfig):
         return tf.image.resize_with_crop_or_pad(image, size, size), label
 
     records = tf.data.Dataset.from_tensor_slices(paths).interleave(
-        lambda p: tf.data.TFRecordDataset(p, buffer_size=int(config.read_buffer_mb * 2**20)),
+        lambda path: pipeline.read_shard(path, config),
         cycle_length=min(config.cycle_length, len(paths)), num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=False)
     return records.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False) \

@@ -90,7 +90,7 @@ def decode_train_image(encoded, config: InputConfig):
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
-def _read_shard(path, config: InputConfig):
+def read_shard(path, config: InputConfig):
     records = tf.data.TFRecordDataset(path, buffer_size=int(config.read_buffer_mb * 2**20))
     return records.ignore_errors(log_warning=True) if config.skip_corrupt else records
 
@@ -120,7 +120,7 @@ def make_dataset(data_uri: str, split: str, config: InputConfig, input_context=N
     if training:
         files = files.shuffle(len(paths), seed=config.seed, reshuffle_each_iteration=True)
     records = files.interleave(
-        lambda path: _read_shard(path, config),
+        lambda path: read_shard(path, config),
         cycle_length=min(config.cycle_length, len(paths)),
         num_parallel_calls=AUTOTUNE,
         deterministic=not training,
