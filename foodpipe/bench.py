@@ -94,6 +94,18 @@ def bench_input(args) -> dict:
     return bench.run(args.data, config, images=args.images, seed_images=args.seed_images)
 
 
+def bench_train(args) -> dict:
+    from trainer import bench, config
+
+    if not args.data:
+        raise FoodpipeError("bench train needs --data")
+    s3.S3Settings.from_env(args.s3_endpoint).apply_to_environment()
+    train_config = config.TrainConfig(data=args.data, model=args.model, image_size=args.image_size,
+                                      batch_size=args.batch_size, weights=None,
+                                      mixed_precision=args.mixed_precision, jit_compile=args.jit_compile)
+    return bench.run(train_config, steps=args.steps)
+
+
 def main(args) -> int:
     if args.what == "preprocess":
         if not args.input:
@@ -102,6 +114,8 @@ def main(args) -> int:
         result = bench_preprocess(args.input, extra)
     elif args.what == "input":
         result = bench_input(args)
+    elif args.what == "train":
+        result = bench_train(args)
     else:
         raise FoodpipeError(f"unknown benchmark {args.what!r}")
     print_table(result)

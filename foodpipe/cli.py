@@ -2,12 +2,14 @@
 function; a ``FoodpipeError`` becomes a one-line message and a non-zero exit, never a traceback."""
 
 import argparse
+import json
 import logging
 import os
 import sys
 
 from foodpipe import logs
 from foodpipe.errors import FoodpipeError
+from trainer import config as train_config
 
 EXIT_ERROR = 2
 
@@ -81,6 +83,48 @@ def cmd_demo(args) -> int:
     return demo.run(args)
 
 
+def print_result(result) -> None:
+    """The command's result as the last line of stdout, for scripts."""
+    print(json.dumps(result), flush=True)
+
+
+def cmd_train(args) -> int:
+    from trainer import train
+
+    config = train_config.from_args(args)
+    _s3_settings(args)
+    print_result(train.train_and_evaluate(config))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from trainer import evaluate
+
+    _s3_settings(args)
+    print_result(evaluate.evaluate(args.model, args.data, args.split, args.batch_size, args.mlflow_uri))
+    return 0
+
+
+def cmd_select(args) -> int:
+    from trainer import evaluate
+
+    print_result(evaluate.select(args.experiment, args.mlflow_uri, args.register))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from trainer import evaluate
+
+    _s3_settings(args)
+    results = evaluate.predict(args.model, args.images, args.top_k, args.mlflow_uri)
+    for result in results:
+        ranked = ", ".join(f"{p['class']} {p['probability']:.3f}" for p in result["predictions"])
+        print(f"{result['image']}: {ranked}")
+    if args.json:
+        print_result(results)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="foodpipe", description="Food-101 classification on TensorFlow's data stack.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -112,16 +156,50 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the Beam preprocessing job (see 'foodpipe preprocess --help')")
 
     p = commands.add_parser("bench", help="benchmarks")
-    p.add_argument("what", choices=["preprocess", "input"])
+    p.add_argument("what", choices=["preprocess", "input", "train"])
     p.add_argument("--input", help="raw dataset for 'bench preprocess'")
     p.add_argument("--data", help="preprocessed dataset for 'bench input'")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--images", type=int, default=2000, help="images timed per pipeline after warm-up")
     p.add_argument("--seed-images", type=int, default=256, help="images timed for the (slow) seed baseline")
+    p.add_argument("--model", default="resnet", help="'bench train': the model to train")
+    p.add_argument("--steps", type=int, default=20, help="'bench train': steps timed per input, after warm-up")
+    p.add_argument("--mixed-precision", action="store_true", help="'bench train': float16 compute (GPUs)")
+    p.add_argument("--jit-compile", action="store_true", help="'bench train': XLA-compile the train step")
     p.add_argument("--json", help="also write the figures to this file")
     p.add_argument("--s3-endpoint")
     p.set_defaults(func=cmd_bench)
+
+    p = commands.add_parser("train", help="train a model, log it to MLflow; the last line is JSON")
+    train_config.add_arguments(p)
+    p.add_argument("--s3-endpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("evaluate", help="accuracy and loss of a model on a split; the last line is JSON")
+    p.add_argument("--model", required=True, help="runs:/RUN/model, models:/NAME/VERSION, an MLflow model folder "
+                                                  "or a .keras file")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--mlflow-uri")
+    p.add_argument("--s3-endpoint")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = commands.add_parser("select", help="the best finished run of an experiment by validation accuracy (JSON)")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--register", metavar="NAME", help="also register its model in the MLflow Model Registry")
+    p.add_argument("--mlflow-uri")
+    p.set_defaults(func=cmd_select)
+
+    p = commands.add_parser("predict", help="class and probability for each image (local or s3://)")
+    p.add_argument("--model", required=True)
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    p.add_argument("--mlflow-uri")
+    p.add_argument("--s3-endpoint")
+    p.set_defaults(func=cmd_predict)
 
     p = commands.add_parser("demo", help="the whole path on embedded defaults, from nothing")
     p.add_argument("--workdir", default="demo-output")

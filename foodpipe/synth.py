@@ -1,12 +1,14 @@
 """``foodpipe synth``: a small dataset in Food-101's layout, for demos, tests and benchmarks.
 
 Images are sized like Food-101 (longer side 512, the other 222–512). Each class is a shape filled
-with a striped texture at a class-specific angle and period; colours, position, size and noise are
-random per image, so a CNN has to learn shape and texture, not a flat colour. A few images are
+with a striped texture at a class-specific angle, period and hue; brightness, saturation, the
+background, position, size and noise are random per image, so a CNN has to learn shape, texture
+and colour together, not one flat colour. A few images are
 grayscale and a few are PNG files named ``.jpg``, as in messy real data. ``--corrupt K`` adds K
 broken files (empty, truncated JPEG, not an image).
 """
 
+import colorsys
 import dataclasses
 import io
 import os
@@ -48,21 +50,25 @@ def class_names(count: int) -> list[str]:
     return (seed + rest)[:count]
 
 
-def _class_style(index: int) -> tuple[float, float, int]:
-    """Stripe angle (degrees), stripe period as a fraction of the image, and shape id.
+def _class_style(index: int) -> tuple[float, float, int, float]:
+    """Stripe angle (degrees), stripe period as a fraction of the image, shape id, and hue (0-1).
 
     Orientations are 30 degrees apart, twice the default rotation augmentation, so augmenting
     never turns one class into another; shape and period vary too, so no two classes share a style.
+    Each class also has a hue (golden-ratio spaced), as real dishes have typical colours: the
+    shapes alone are hard to tell apart at 64 px (a hexagon is nearly a disc there).
     """
     angle = (index % 6) * 30.0
-    period = 0.045 + 0.012 * ((index // 12) % 9)  # 12 angle-shape pairs x 9 periods >= 101 classes
-    return angle, period, index % 4
+    # 12 angle-shape pairs x 9 periods >= 101 classes. The shortest period still spans 6 pixels
+    # when a whole image is shrunk to 64 px, so the texture survives small training sizes.
+    period = 0.10 + 0.025 * ((index // 12) % 9)
+    return angle, period, index % 4, (index * 0.6180339887) % 1.0
 
 
 def render_image(class_index: int, rng: np.random.Generator) -> Image.Image:
     short = int(rng.integers(SHORT_SIDE_RANGE[0], SHORT_SIDE_RANGE[1] + 1))
     width, height = (LONG_SIDE, short) if rng.random() < 0.5 else (short, LONG_SIDE)
-    angle, period, shape = _class_style(class_index)
+    angle, period, shape, hue = _class_style(class_index)
     angle += rng.normal(0, 3)
     period *= rng.uniform(0.9, 1.1)
 
@@ -76,7 +82,11 @@ def render_image(class_index: int, rng: np.random.Generator) -> Image.Image:
     theta = np.deg2rad(angle)
     phase = (xx * np.cos(theta) + yy * np.sin(theta)) / (period * LONG_SIDE)
     stripes = (np.sin(2 * np.pi * (phase + rng.random())) > 0)[..., None]
-    colour_a, colour_b = rng.uniform(0, 255, size=(2, 3))
+    # Stripe colours: the class hue (give or take), random saturation and brightness, one darker.
+    hue = (hue + rng.normal(0, 0.02)) % 1.0
+    saturation, value = rng.uniform(0.45, 1.0), rng.uniform(0.55, 1.0)
+    colour_a = np.array(colorsys.hsv_to_rgb(hue, saturation, value)) * 255
+    colour_b = np.array(colorsys.hsv_to_rgb(hue, saturation, value * rng.uniform(0.3, 0.6))) * 255
     texture = np.where(stripes, colour_a, colour_b)
 
     mask = Image.new("L", (width, height), 0)

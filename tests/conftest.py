@@ -74,6 +74,28 @@ def s3_endpoint():
     stop_process(proc)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real ``mlflow server`` process over HTTP (SQLite backend, artifacts proxied to a folder)."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    proc, _ = start_process(
+        [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+         "--artifacts-destination", str(root / "artifacts")],
+        ready=r"Uvicorn running on", timeout=120)
+    yield f"http://127.0.0.1:{port}"
+    stop_process(proc)
+
+
 @pytest.fixture()
 def s3_env(s3_endpoint):
     """Environment for a subprocess pointed at the embedded S3 server."""

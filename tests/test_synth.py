@@ -44,7 +44,7 @@ def test_every_class_has_its_own_style_robust_to_rotation():
     assert len(set(styles)) == 101
     for a in range(101):
         for b in range(a + 1, 101):
-            (angle_a, period_a, shape_a), (angle_b, period_b, shape_b) = styles[a], styles[b]
+            (angle_a, period_a, shape_a, _), (angle_b, period_b, shape_b, _) = styles[a], styles[b]
             if shape_a == shape_b and period_a == period_b:  # then the stripe angle must tell them apart
                 gap = abs(angle_a - angle_b) % 180
                 assert min(gap, 180 - gap) >= 30

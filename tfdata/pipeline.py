@@ -96,12 +96,14 @@ def read_shard(path, config: InputConfig):
 
 
 def make_dataset(data_uri: str, split: str, config: InputConfig, input_context=None, training=None,
-                 metadata=None) -> tf.data.Dataset:
+                 metadata=None, stats=None) -> tf.data.Dataset:
     """Batches of ``(images float32 [B, S, S, 3], labels int64 [B])`` for ``split``.
 
     ``training`` (default: ``split == "train"``) selects shuffling and augmentation; otherwise the
     order is deterministic. With a ``tf.distribute.InputContext`` the batch is per replica and the
-    input is sharded by file when there are enough shards, else by record.
+    input is sharded by file when there are enough shards, else by record. ``stats``, a
+    ``(mean, std)`` pair, overrides the dataset's own (a model is fed with the statistics it was
+    trained with).
     """
     training = split == "train" if training is None else training
     metadata = metadata or load_metadata(data_uri)
@@ -110,7 +112,7 @@ def make_dataset(data_uri: str, split: str, config: InputConfig, input_context=N
     if largest and config.image_size > largest:
         raise FoodpipeError(f"image_size {config.image_size} is larger than every image in {data_uri} "
                             f"(largest side {largest})")
-    mean, std = metadata["stats"]["mean"], metadata["stats"]["std"]
+    mean, std = stats or (metadata["stats"]["mean"], metadata["stats"]["std"])
 
     pipelines = input_context.num_input_pipelines if input_context else 1
     by_file = pipelines > 1 and len(paths) >= pipelines

@@ -1,0 +1,250 @@
+"""The trainer, evaluate/select/predict and the serving model, against a real ``mlflow server``."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import models
+from beam_pipelines import preprocess
+from foodpipe.errors import FoodpipeError
+from tests.conftest import REPO, foodpipe, free_port
+from tfdata import pipeline
+from tfdata.config import InputConfig
+from trainer import report, serving, strategy
+from trainer.config import TrainConfig
+
+TINY = ["--image-size", "32", "--num-blocks", "2", "--filters", "4", "--dense-units", "8", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def dataset(raw_dataset, tmp_path_factory):
+    output = str(tmp_path_factory.mktemp("train-data"))
+    preprocess.run(["--input", raw_dataset, "--output", output, "--shard-size-mb", "0.15", "--seed", "3"])
+    return output
+
+
+def last_json(stdout: str):
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def train(dataset, *args, env=None, timeout=600):
+    result = foodpipe("train", "--data", dataset, *TINY, *args, env=env, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, mlflow_server):
+    result = train(dataset, "--epochs", "2", "--mlflow-uri", mlflow_server, "--experiment", "smoke")
+    return last_json(result.stdout), result.stdout
+
+
+def client_for(uri):
+    import mlflow
+
+    return mlflow.MlflowClient(uri)
+
+
+def test_train_logs_params_metrics_artifacts_and_model_to_the_server(trained, dataset, mlflow_server):
+    result, stdout = trained
+    assert set(result) >= {"run_id", "model_uri", "val_accuracy", "epochs"} and result["epochs"] == 2
+    assert "strategy: DefaultStrategy with 1 replica(s)" in stdout
+    client = client_for(mlflow_server)
+    run = client.get_run(result["run_id"])
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["model"] == "resnet" and params["num_blocks"] == "2" and params["data"] == dataset
+    assert "weights" not in params and "mlflow_uri" not in params  # nasnet-only; may hold credentials
+    with open(os.path.join(dataset, "metadata.json"), "rb") as f:
+        assert params["dataset_metadata_sha256"] == hashlib.sha256(f.read()).hexdigest()
+    assert run.data.tags["tensorflow_version"] == tf.__version__ and "CPU" in run.data.tags["devices"]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+        assert [m.step for m in client.get_metric_history(result["run_id"], key)] == [1, 2], key
+    assert abs(run.data.metrics["val_accuracy"] - result["val_accuracy"]) < 1e-6
+    artifacts = set()
+    for top in ("plots", "dataset", "model", "saved_model"):
+        artifacts |= {a.path for a in client.list_artifacts(result["run_id"], top)}
+    assert {"plots/training_curves.png", "plots/confusion_matrix.png", "dataset/metadata.json", "model/MLmodel",
+            "saved_model/saved_model.pb"} <= artifacts
+    assert result["model_uri"] == f"runs:/{result['run_id']}/model"
+
+
+def test_evaluate_select_register_and_predict_end_to_end(trained, dataset, mlflow_server, raw_dataset):
+    result, _ = trained
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
+    evaluated = foodpipe("evaluate", "--model", result["model_uri"], "--data", dataset, env=env)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    scores = last_json(evaluated.stdout)
+    metadata = pipeline.load_metadata(dataset)
+    assert scores["count"] == metadata["splits"]["test"]["count"] and 0 <= scores["accuracy"] <= 1
+    client = client_for(mlflow_server)
+    assert client.get_run(result["run_id"]).data.metrics["test_accuracy"] == pytest.approx(scores["accuracy"])
+
+    # A worse finished run and a better unfinished one: select must pick the trained run.
+    experiment = client.get_experiment_by_name("smoke").experiment_id
+    worse = client.create_run(experiment).info.run_id
+    client.log_metric(worse, "val_accuracy", result["val_accuracy"] - 0.5)
+    client.set_terminated(worse)
+    unfinished = client.create_run(experiment).info.run_id
+    client.log_metric(unfinished, "val_accuracy", 2.0)
+    selected = foodpipe("select", "--experiment", "smoke", "--register", "food-smoke", env=env)
+    assert selected.returncode == 0, selected.stderr[-2000:]
+    best = last_json(selected.stdout)
+    assert best["run_id"] == result["run_id"] and best["registered"]["model_uri"] == "models:/food-smoke/1"
+
+    classes = metadata["classes"]
+    images = [os.path.join(raw_dataset, "images", name, sorted(os.listdir(os.path.join(raw_dataset, "images", name)))[0])
+              for name in classes[:2]]
+    predicted = foodpipe("predict", "--model", "models:/food-smoke/1", "--top-k", "2", "--json", *images, env=env)
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    rows = last_json(predicted.stdout)
+    assert [row["image"] for row in rows] == images
+    for row in rows:
+        probabilities = [p["probability"] for p in row["predictions"]]
+        assert len(probabilities) == 2 and probabilities[0] >= probabilities[1] and sum(probabilities) <= 1 + 1e-6
+        assert {p["class"] for p in row["predictions"]} <= set(classes)
+    assert f"{images[0]}: " in predicted.stdout
+
+
+def test_serving_model_on_raw_bytes_matches_eval_pipeline_and_model(dataset, tmp_path):
+    metadata = pipeline.load_metadata(dataset)
+    config = InputConfig(image_size=40, batch_size=8, cycle_length=1)
+    classifier = models.build("resnet", len(metadata["classes"]), 40, num_blocks=2, filters=4, dense_units=8)
+    stats = metadata["stats"]
+    serving_model = serving.build(classifier, config.eval_crop_fraction, stats["mean"], stats["std"], metadata["classes"])
+
+    images, _ = zip(*pipeline.make_dataset(dataset, "val", config, training=False, metadata=metadata))
+    expected = classifier.predict(np.concatenate(images), verbose=0)
+    paths = pipeline.shard_paths(dataset, metadata, "val")
+    encoded = [pipeline.parse(record)[0].numpy() for record in tf.data.TFRecordDataset(paths)]
+    served = serving_model(tf.constant(encoded)).numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-4)
+
+    serving_model.save(tmp_path / "serving.keras")
+    import keras
+
+    reloaded = keras.saving.load_model(tmp_path / "serving.keras", safe_mode=True)
+    np.testing.assert_allclose(reloaded(tf.constant(encoded)).numpy(), expected, atol=1e-4)
+    serving.export_saved_model(reloaded, str(tmp_path / "saved_model"))
+    exported = tf.saved_model.load(str(tmp_path / "saved_model"))
+    np.testing.assert_allclose(exported.serving_default(image_bytes=tf.constant(encoded))["probabilities"].numpy(),
+                               expected, atol=1e-4)
+
+
+def test_mirrored_strategy_over_two_logical_cpus(dataset, tmp_path):
+    result = train(dataset, "--epochs", "1", "--strategy", "mirrored", "--cpu-replicas", "2",
+                   "--mlflow-uri", str(tmp_path / "mlruns"))
+    assert "MirroredStrategy with 2 replica(s)" in result.stdout
+    assert last_json(result.stdout)["run_id"]
+
+
+@pytest.mark.slow
+def test_multi_worker_training_one_run_same_weights(dataset, mlflow_server):
+    ports = [free_port(), free_port()]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "foodpipe", "train", "--data", dataset, *TINY, "--epochs", "2",
+             "--mlflow-uri", mlflow_server, "--experiment", "multiworker"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO))
+    outputs = [proc.communicate(timeout=600) for proc in procs]
+    for proc, (stdout, stderr) in zip(procs, outputs):
+        assert proc.returncode == 0, stdout[-2000:] + stderr[-3000:]
+        assert "MultiWorkerMirroredStrategy with 2 replica(s)" in stdout
+    chief, worker = (last_json(stdout) for stdout, _ in outputs)
+    assert chief["weights_sha256"] == worker["weights_sha256"]
+    assert chief["run_id"] and worker["run_id"] is None and worker["model_uri"] is None
+    client = client_for(mlflow_server)
+    experiment = client.get_experiment_by_name("multiworker").experiment_id
+    assert [run.info.run_id for run in client.search_runs([experiment])] == [chief["run_id"]]
+
+
+@pytest.mark.slow
+def test_training_killed_with_sigkill_resumes_from_its_checkpoint(dataset, tmp_path):
+    checkpoints, store = str(tmp_path / "ckpt"), str(tmp_path / "mlruns")
+    args = [sys.executable, "-m", "foodpipe", "train", "--data", dataset, *TINY, "--epochs", "8",
+            "--checkpoint-dir", checkpoints, "--mlflow-uri", store]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, start_new_session=True)
+    state_path = os.path.join(checkpoints, "state.json")
+    deadline = time.monotonic() + 300
+    while not os.path.exists(state_path) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training ended before it could be killed"
+    with open(state_path) as f:
+        state = json.load(f)
+
+    resumed = foodpipe(*args[3:])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resumed from epoch {state['epoch']}" in resumed.stdout and "Epoch 1/8" not in resumed.stdout
+    result = last_json(resumed.stdout)
+    assert result["epochs"] == 8 and result["run_id"] == state["extra"]["run_id"]
+    steps = [m.step for m in client_for(f"sqlite:///{store}/mlflow.db").get_metric_history(result["run_id"], "loss")]
+    assert sorted(set(steps)) == list(range(1, 9))
+    assert not os.path.exists(state_path)  # a finished run leaves no checkpoint behind
+
+
+@pytest.mark.parametrize("command,message", [
+    (["train", "--data", "/no/such/dataset", "--mlflow-uri", "UNUSED"], "dataset incomplete: no metadata.json"),
+    (["train", "--data", "DATA", "--model", "vgg"], "unknown model 'vgg'"),
+    (["train", "--data", "DATA", "--mlflow-uri", "http://127.0.0.1:PORT"], "is unreachable"),
+    (["evaluate", "--model", "runs:/0123456789abcdef/model", "--data", "DATA"], "cannot load model runs:/"),
+    (["evaluate", "--model", "/no/such/model", "--data", "DATA"], "does not exist"),
+    (["predict", "--model", "/no/such/model", "NOT_AN_IMAGE"], "not an image"),
+], ids=["no-dataset", "unknown-model", "tracking-unreachable", "no-such-run", "no-such-path", "not-an-image"])
+def test_bad_input_is_one_clear_line(command, message, dataset, tmp_path):
+    not_an_image = tmp_path / "photo.jpg"
+    not_an_image.write_text("plain text, not a JPEG\n")
+    replace = {"DATA": dataset, "UNUSED": str(tmp_path / "mlruns"), "NOT_AN_IMAGE": str(not_an_image)}
+    argv = [replace.get(arg, arg).replace("PORT", str(free_port())) for arg in command]
+    result = foodpipe(*argv, env={**os.environ, "MLFLOW_TRACKING_URI": str(tmp_path / "mlruns")})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("foodpipe: error:") and message in lines[-1], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "Epoch 1/" not in result.stdout
+
+
+def test_config_validation_and_params():
+    with pytest.raises(FoodpipeError, match="unknown optimizer 'rmsprop'"):
+        TrainConfig(data="d", optimizer="rmsprop")
+    with pytest.raises(FoodpipeError, match="lr_factor"):
+        TrainConfig(data="d", lr_factor=1.5)
+    params = TrainConfig(data="d", model="nasnet", mlflow_uri="http://user:secret@host").params()
+    assert params["weights"] == "imagenet" and "num_blocks" not in params and "mlflow_uri" not in params
+
+
+@pytest.mark.parametrize("tf_config,size,chief", [
+    (None, 1, True),
+    ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}, 2, True),
+    ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}, 2, False),
+    ({"cluster": {"chief": ["c:0"], "worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}, 2, False),
+    ({"cluster": {"chief": ["c:0"], "worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}, 2, True),
+])
+def test_chief_and_cluster_size_from_tf_config(monkeypatch, tf_config, size, chief):
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+    assert strategy.cluster_size() == size and strategy.is_chief() == chief
+
+
+def test_bad_tf_config_is_an_error(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(FoodpipeError, match="TF_CONFIG is not valid JSON"):
+        strategy.cluster_size()
+
+
+def test_confusion_matrix_counts_true_by_predicted():
+    matrix = report.confusion_matrix(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0]), 3)
+    np.testing.assert_array_equal(matrix, [[1, 1, 0], [0, 1, 0], [1, 0, 1]])

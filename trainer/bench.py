@@ -1,0 +1,71 @@
+"""``foodpipe bench train --data URI``: is training input-bound?
+
+Trains the same model twice for the same number of steps: once fed by the real input pipeline
+(S3/local TFRecords, decode, augmentation), once fed by a few of the same batches cached in
+memory (no input cost at all). ``input_bound_ratio`` = real / cached images per second: 1.0 means
+the input pipeline keeps the accelerator fully fed. Warm-up steps (tracing, buffers) are not timed.
+"""
+
+import os
+import time
+
+import keras
+import tensorflow as tf
+
+from tfdata import pipeline
+from trainer import strategy as strategies
+from trainer.config import TrainConfig
+from trainer.train import build_model, input_config
+
+CACHED_BATCHES = 8
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Wall time from the end of warm-up step ``warmup`` to the end of the last step."""
+
+    def __init__(self, warmup: int):
+        super().__init__()
+        self.warmup = warmup
+        self.start = self.end = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch + 1 == self.warmup:
+            self.start = time.perf_counter()
+        self.end = time.perf_counter()
+
+
+def images_per_second(model: keras.Model, dataset: tf.data.Dataset, steps: int, warmup: int, batch: int) -> float:
+    timer = StepTimer(warmup)
+    model.fit(dataset, epochs=1, steps_per_epoch=warmup + steps, callbacks=[timer], verbose=0, shuffle=False)
+    return steps * batch / (timer.end - timer.start)
+
+
+def run(config: TrainConfig, steps: int = 20, warmup: int = 5) -> dict:
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = strategies.build(config.strategy, config.cpu_replicas)
+    metadata = pipeline.load_metadata(config.data)
+    real = strategy.distribute_datasets_from_function(
+        lambda context: pipeline.make_dataset(config.data, "train", input_config(config), context,
+                                              metadata=metadata).repeat())
+    cached = strategy.distribute_datasets_from_function(
+        lambda context: pipeline.make_dataset(config.data, "train", input_config(config), context,
+                                              metadata=metadata).take(CACHED_BATCHES).cache().repeat())
+    with strategy.scope():
+        model = build_model(config, len(metadata["classes"]))
+    try:
+        cached_rate = images_per_second(model, cached, steps, warmup, config.batch_size)
+        real_rate = images_per_second(model, real, steps, warmup, config.batch_size)
+    except tf.errors.DataLossError:
+        raise pipeline.explain_data_loss(config.data, "train", metadata) from None
+    gpus = tf.config.list_physical_devices("GPU")
+    result = {
+        "real_input_img_per_s": real_rate,
+        "cached_input_img_per_s": cached_rate,
+        "input_bound_ratio": real_rate / cached_rate,
+        "device": f"{len(gpus)} GPU(s)" if gpus else f"CPU ({os.cpu_count()} cores)",
+        "replicas": strategy.num_replicas_in_sync,
+        "model": config.model, "image_size": config.image_size, "batch_size": config.batch_size, "steps": steps,
+        "mixed_precision": config.mixed_precision, "jit_compile": config.jit_compile,
+    }
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}

@@ -1,0 +1,120 @@
+"""The training loop: ``strategy.run`` steps, the same code for one device, several GPUs and
+several workers.
+
+Keras 3's ``fit`` does not work under MultiWorkerMirroredStrategy (keras-team/keras#20585,
+tensorflow/tensorflow#72388), so the trainer runs its own loop over the compiled Keras model and
+drives ordinary Keras callbacks (learning-rate annealing, logging, checkpoints) itself.
+Per-example losses are summed and divided by the *global* batch size, so gradients summed across
+replicas are the gradients of the global batch's mean loss.
+"""
+
+import time
+
+import keras
+import tensorflow as tf
+
+SUM = tf.distribute.ReduceOp.SUM
+
+
+class DistributedLoop:
+    def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy, global_batch_size: int,
+                 jit_compile: bool = False):
+        self.model = model
+        self.strategy = strategy
+        self.global_batch_size = global_batch_size
+        self._gradients = tf.function(self._compute_gradients, jit_compile=jit_compile)
+        self._train_step = tf.function(self._distributed_train_step)
+        self._eval_step = tf.function(self._distributed_eval_step)
+        self._average_state = tf.function(self._distributed_average_state)
+
+    def _per_example(self, images, labels, training: bool):
+        probabilities = self.model(images, training=training)
+        losses = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
+        correct = tf.cast(tf.equal(tf.argmax(probabilities, axis=-1), tf.cast(labels, tf.int64)), tf.float32)
+        return tf.cast(losses, tf.float32), correct
+
+    def _compute_gradients(self, images, labels):
+        optimizer = self.model.optimizer
+        with tf.GradientTape() as tape:
+            losses, correct = self._per_example(images, labels, training=True)
+            loss = tf.nn.compute_average_loss(losses, global_batch_size=self.global_batch_size)
+            if self.model.losses:  # regularizers, once per replica
+                loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+            scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss  # mixed precision
+        gradients = tape.gradient(scaled, self.model.trainable_variables)
+        return gradients, tf.reduce_sum(losses), tf.reduce_sum(correct), tf.cast(tf.size(correct), tf.float32)
+
+    def _replica_train_step(self, images, labels):
+        gradients, loss_sum, correct, count = self._gradients(images, labels)
+        self.model.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
+        return loss_sum, correct, count
+
+    def _replica_eval_step(self, images, labels):
+        losses, correct = self._per_example(images, labels, training=False)
+        return tf.reduce_sum(losses), tf.reduce_sum(correct), tf.cast(tf.size(correct), tf.float32)
+
+    def _distributed_train_step(self, iterator):
+        images, labels = next(iterator)
+        results = self.strategy.run(self._replica_train_step, args=(images, labels))
+        return [self.strategy.reduce(SUM, value, axis=None) for value in results]
+
+    def _distributed_eval_step(self, batch):
+        results = self.strategy.run(self._replica_eval_step, args=batch)
+        return [self.strategy.reduce(SUM, value, axis=None) for value in results]
+
+    def _distributed_average_state(self):
+        """Average the non-trainable variables (BatchNorm moving statistics) across replicas.
+
+        Each replica updates them from its own batches, so without this every worker would end
+        with (and save) its own statistics; trainable variables are kept identical by the optimizer.
+        """
+        state = self.model.non_trainable_variables
+
+        def replica_values():
+            context = tf.distribute.get_replica_context()
+            return [context.all_reduce(tf.distribute.ReduceOp.MEAN, tf.identity(v.value)) for v in state]
+
+        averaged = self.strategy.run(replica_values)
+        for variable, value in zip(state, averaged):
+            variable.assign(self.strategy.experimental_local_results(value)[0])
+
+    @staticmethod
+    def _metrics(totals, prefix: str = "") -> dict:
+        loss_sum, correct, count = (float(value) for value in totals)
+        count = max(count, 1.0)
+        return {f"{prefix}loss": loss_sum / count, f"{prefix}accuracy": correct / count}
+
+    def evaluate(self, dataset, steps: int | None = None) -> dict:
+        """Mean loss and accuracy over ``steps`` batches of ``dataset`` (all of it when None)."""
+        totals = [tf.constant(0.0)] * 3
+        for step, batch in enumerate(dataset):
+            if steps is not None and step >= steps:
+                break
+            totals = [a + b for a, b in zip(totals, self._eval_step(batch))]
+        return self._metrics(totals, "val_")
+
+    def fit(self, train_data, epochs: int, steps_per_epoch: int, initial_epoch: int = 0, validation_data=None,
+            validation_steps: int | None = None, callbacks=()) -> dict:
+        """Train from ``initial_epoch`` to ``epochs``; returns the last epoch's logs."""
+        callback_list = keras.callbacks.CallbackList(list(callbacks), model=self.model)
+        iterator = iter(train_data)
+        logs = {}
+        callback_list.on_train_begin()
+        for epoch in range(initial_epoch, epochs):
+            callback_list.on_epoch_begin(epoch)
+            started = time.perf_counter()
+            totals = [tf.constant(0.0)] * 3
+            for _ in range(steps_per_epoch):
+                totals = [a + b for a, b in zip(totals, self._train_step(iterator))]
+            logs = self._metrics(totals)
+            if self.strategy.num_replicas_in_sync > 1 and self.model.non_trainable_variables:
+                self._average_state()
+            if validation_data is not None:
+                logs.update(self.evaluate(validation_data, validation_steps))
+            shown = " - ".join(f"{key}: {value:.4f}" for key, value in logs.items())
+            print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - started:.1f}s - {shown}", flush=True)
+            callback_list.on_epoch_end(epoch, logs)
+            if self.model.stop_training:
+                break
+        callback_list.on_train_end(logs)
+        return logs

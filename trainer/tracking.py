@@ -1,0 +1,215 @@
+"""Where a run's params, metrics and artifacts go: MLflow in production, memory in tests.
+
+``MlflowWriter`` never lets a tracking-server outage stop training: a call that fails is kept and
+retried before the next one, and whatever still could not be logged at the end is named in a
+warning. An unreachable server at the *start* is an error, raised before any training.
+"""
+
+import logging
+import os
+import tempfile
+import time
+from urllib.parse import urlparse
+
+from foodpipe.errors import FoodpipeError
+
+log = logging.getLogger(__name__)
+
+# MLflow retries a failed request 7 times with backoff factor 2 (minutes of waiting) and waits
+# 120 s for an answer: a training run would stall for that long at every epoch of an outage.
+MLFLOW_CLIENT_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+MODEL_ARTIFACT = "model"
+DEFAULT_LOCAL_STORE = "./mlruns"  # the contract's default when neither flag nor MLFLOW_TRACKING_URI is set
+
+
+def chosen_uri(flag: str | None = None) -> str:
+    """``--mlflow-uri``, else ``MLFLOW_TRACKING_URI``, else the local store."""
+    return flag or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_LOCAL_STORE
+
+
+def configure_mlflow_client() -> None:
+    for name, value in MLFLOW_CLIENT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def local_store_uri(path: str) -> str:
+    """A local tracking store: SQLite plus an artifact folder, both under ``path``.
+
+    MLflow 3 refuses its old file store by default, and a database also backs the Model Registry.
+    """
+    os.makedirs(path, exist_ok=True)
+    return f"sqlite:///{os.path.abspath(path)}/mlflow.db"
+
+
+def resolve_tracking_uri(uri: str) -> str:
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https", "sqlite", "postgresql", "mysql", "databricks"):
+        return uri
+    return local_store_uri(uri[len("file:"):] if scheme == "file" else uri)
+
+
+def redact(uri: str) -> str:
+    """``uri`` without any ``user:password@`` part, for messages."""
+    parsed = urlparse(uri)
+    if parsed.password or parsed.username:
+        return parsed._replace(netloc=parsed.hostname + (f":{parsed.port}" if parsed.port else "")).geturl()
+    return uri
+
+
+def connect(uri: str):
+    """An ``MlflowClient`` for ``uri`` that has answered once; else a one-line ``FoodpipeError``."""
+    configure_mlflow_client()
+    import mlflow
+
+    uri = resolve_tracking_uri(uri)
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as exc:  # requests, MlflowException, SQLAlchemy: all mean "not usable"
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise FoodpipeError(f"MLflow tracking server {redact(uri)} is unreachable: {reason}") from None
+    return client
+
+
+def experiment_id(client, name: str, create: bool = True) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    if not create:
+        raise FoodpipeError(f"no MLflow experiment named {name!r} at {redact(client.tracking_uri)}")
+    artifact_location = None
+    if client.tracking_uri.startswith("sqlite:///"):
+        store_dir = os.path.dirname(client.tracking_uri[len("sqlite:///"):])
+        artifact_location = os.path.join(store_dir, "artifacts")
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+class MemoryWriter:
+    """Keeps everything in memory: for tests, and for the non-chief workers (which log nothing)."""
+
+    def __init__(self):
+        self.run_id = None
+        self.params, self.tags, self.metrics, self.artifacts = {}, {}, [], {}
+        self.model = None
+        self.status = None
+
+    def start(self, params: dict, tags: dict, run_id: str | None = None) -> str | None:
+        self.params.update(params)
+        self.tags.update(tags)
+        return self.run_id
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        self.metrics.append((step, dict(metrics)))
+
+    def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
+        self.artifacts[os.path.join(artifact_path or "", os.path.basename(local_path))] = local_path
+
+    def log_model(self, model, input_example) -> str | None:
+        self.model = model
+        return None
+
+    def finish(self, status: str = "FINISHED") -> list[str]:
+        self.status = status
+        return []
+
+
+class MlflowWriter:
+    def __init__(self, tracking_uri: str, experiment: str, run_name: str | None = None):
+        self.client = connect(tracking_uri)
+        self.tracking_uri = self.client.tracking_uri
+        self.experiment_id = experiment_id(self.client, experiment)
+        self.run_name = run_name
+        self.run_id = None
+        self._pending: list[tuple[str, callable]] = []
+        self._warned = False
+
+    def start(self, params: dict, tags: dict, run_id: str | None = None) -> str:
+        """A new run, or the run ``run_id`` continued (resume). Errors here are fatal."""
+        from mlflow.entities import Param, RunTag
+
+        if run_id is not None:
+            self.client.update_run(run_id, status="RUNNING")
+            self.run_id = run_id
+            return run_id
+        run = self.client.create_run(self.experiment_id, run_name=self.run_name)
+        self.run_id = run.info.run_id
+        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                              tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        return self.run_id
+
+    def _attempt(self, what: str, action) -> None:
+        """Run ``action`` after anything still pending; on failure keep it for later and warn once."""
+        self._pending.append((what, action))
+        while self._pending:
+            what, action = self._pending[0]
+            try:
+                action()
+            except Exception as exc:
+                if not self._warned:
+                    reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                    log.warning("MLflow at %s failed (%s): training goes on; %s and later records will be "
+                                "retried", redact(self.tracking_uri), reason, what)
+                    self._warned = True
+                return
+            self._pending.pop(0)
+            self._warned = False
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, step) for key, value in metrics.items()]
+        self._attempt(f"metrics of step {step}", lambda: self.client.log_batch(self.run_id, metrics=batch))
+
+    def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
+        name = os.path.join(artifact_path or "", os.path.basename(local_path))
+        if os.path.isdir(local_path):
+            self._attempt(f"artifact {name}", lambda: self.client.log_artifacts(self.run_id, local_path, name))
+        else:
+            self._attempt(f"artifact {name}", lambda: self.client.log_artifact(self.run_id, local_path, artifact_path))
+
+    def log_model(self, model, input_example) -> str:
+        """The Keras model (MLflow's keras flavour, with signature and input example) as ``model``."""
+        path = save_keras_flavour(model, input_example)
+        self._attempt("the model", lambda: self.client.log_artifacts(self.run_id, path, MODEL_ARTIFACT))
+        return f"runs:/{self.run_id}/{MODEL_ARTIFACT}"
+
+    def finish(self, status: str = "FINISHED") -> list[str]:
+        """End the run; returns what could not be logged (and says so in a warning)."""
+        self._attempt("the run's end status", lambda: self.client.set_terminated(self.run_id, status))
+        lost = [what for what, _ in self._pending]
+        if lost:
+            log.warning("MLflow at %s stayed unreachable; not logged to run %s: %s", redact(self.tracking_uri),
+                        self.run_id, "; ".join(lost))
+        return lost
+
+
+def save_keras_flavour(model, input_example) -> str:
+    """Save ``model`` in MLflow's keras flavour into a fresh local folder; returns the folder.
+
+    (``mlflow.keras.log_model`` with an input example fails in MLflow 3.17: it writes the example
+    before creating the model folder, so the model is saved locally and logged as artifacts.)
+    """
+    import keras
+    import mlflow
+    import numpy as np
+    import tensorflow as tf
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(object), (-1,), model.input.name)]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model.output.shape[-1]), "probabilities")]),
+    )
+    path = os.path.join(tempfile.mkdtemp(prefix="foodpipe-model-"), MODEL_ARTIFACT)
+    os.makedirs(path)
+    requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", "foodpipe"]
+    mlflow.keras.save_model(model, path, signature=signature, input_example=input_example,
+                            pip_requirements=requirements)
+    return path

@@ -1,0 +1,221 @@
+"""``train_and_evaluate``: build the strategy, the data and the model, fit, log, export.
+
+Everything that can fail on bad input (dataset, model name, tracking server) fails before the
+first training step. Only the chief (see ``trainer.strategy``) logs to MLflow and writes
+checkpoints; every worker trains and prints the same result line.
+"""
+
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import models
+from foodpipe import schema, uri
+from foodpipe.errors import FoodpipeError
+from tfdata import pipeline
+from tfdata.config import InputConfig
+from trainer import report, serving, strategy as strategies, tracking
+from trainer.checkpoint import ResumableCheckpoint
+from trainer.loop import DistributedLoop
+from trainer.config import TrainConfig
+
+log = logging.getLogger(__name__)
+LOGGED_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Per-epoch train/val loss and accuracy and the learning rate: to the writer and ``history``."""
+
+    def __init__(self, writer, history: dict[str, list[float]]):
+        super().__init__()
+        self.writer = writer
+        self.history = history
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics = {key: float(value) for key, value in (logs or {}).items() if key in LOGGED_METRICS}
+        metrics["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        for key, value in metrics.items():
+            self.history.setdefault(key, []).append(value)
+        self.writer.log_metrics(metrics, step=epoch + 1)
+
+
+def input_config(config: TrainConfig) -> InputConfig:
+    inputs = InputConfig(image_size=config.image_size, batch_size=config.batch_size, seed=config.seed,
+                         crop_area=(config.crop_area_min, 1.0), skip_corrupt=config.skip_corrupt)
+    return inputs if config.augment else inputs.without_augmentation()
+
+
+def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
+    try:
+        model = models.build(config.model, num_classes, config.image_size, **config.model_hyperparameters())
+    except ValueError as exc:
+        raise FoodpipeError(f"model {config.model!r}: {exc}") from None
+    if config.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(config.lr, momentum=config.momentum)
+    else:
+        optimizer = keras.optimizers.Adam(config.lr)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.optimizer.build(model.trainable_variables)  # here, in the strategy's scope, not inside a step
+    return model
+
+
+def metadata_digest(data_uri: str) -> str:
+    with tf.io.gfile.GFile(uri.join(data_uri, schema.METADATA_FILE), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def weights_digest(model: keras.Model) -> str:
+    digest = hashlib.sha256()
+    for variable in model.weights:
+        digest.update(np.asarray(keras.ops.convert_to_numpy(variable)).tobytes())
+    return digest.hexdigest()
+
+
+def run_tags(strategy: tf.distribute.Strategy) -> dict:
+    return {
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "strategy": strategies.describe(strategy),
+        "replicas": strategy.num_replicas_in_sync,
+        "workers": strategies.cluster_size(),
+        "devices": ", ".join(device.name for device in tf.config.list_logical_devices()),
+    }
+
+
+def explain_input_error(config: TrainConfig, metadata: dict) -> FoodpipeError:
+    """After a ``DataLossError`` while training: name the corrupt shard(s) of either split."""
+    for split in ("train", "val"):
+        error = pipeline.explain_data_loss(config.data, split, metadata)
+        if "corrupt TFRecord" in str(error):
+            return error
+    return FoodpipeError(f"corrupt data in {config.data}")
+
+
+def predict_split(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, probabilities)`` over a finite dataset, on this worker alone."""
+    labels, probabilities = [], []
+    for images, batch_labels in dataset:
+        probabilities.append(keras.ops.convert_to_numpy(model(images, training=False)))
+        labels.append(batch_labels.numpy())
+    return np.concatenate(labels), np.concatenate(probabilities)
+
+
+def distributed_datasets(strategy, config: TrainConfig, inputs: InputConfig, metadata: dict, multi_worker: bool):
+    """Train (repeated; epochs are counted in steps) and val, each replica fed its own share.
+
+    Validation is exact on one machine; workers must all run the same number of steps, so there it
+    repeats too and ``validation_steps`` bounds it.
+    """
+    def train(context):
+        return pipeline.make_dataset(config.data, "train", inputs, context, metadata=metadata).repeat()
+
+    def val(context):
+        dataset = pipeline.make_dataset(config.data, "val", inputs, context, training=False, metadata=metadata)
+        return dataset.repeat() if multi_worker else dataset
+
+    return strategy.distribute_datasets_from_function(train), strategy.distribute_datasets_from_function(val)
+
+
+def make_writer(config: TrainConfig, chief: bool):
+    if not chief:
+        return tracking.MemoryWriter()
+    return tracking.MlflowWriter(tracking.chosen_uri(config.mlflow_uri), config.experiment, config.run_name)
+
+
+def log_outputs(writer, model: keras.Model, config: TrainConfig, metadata: dict, history: dict,
+                val: tuple[np.ndarray, np.ndarray], example_jpeg: bytes) -> str | None:
+    """Pictures, dataset metadata, the serving model (keras flavour) and its SavedModel export."""
+    scratch = tempfile.mkdtemp(prefix="foodpipe-run-")
+    labels, probabilities = val
+    classes = metadata["classes"]
+    matrix = report.confusion_matrix(labels, probabilities.argmax(axis=1), len(classes))
+    writer.log_artifact(report.plot_training_curves(history, os.path.join(scratch, "training_curves.png")), "plots")
+    writer.log_artifact(report.plot_confusion_matrix(matrix, classes, os.path.join(scratch, "confusion_matrix.png")),
+                        "plots")
+    metadata_path = os.path.join(scratch, schema.METADATA_FILE)
+    with open(metadata_path, "w") as f:
+        json.dump(metadata, f, indent=2)
+    writer.log_artifact(metadata_path, "dataset")
+    stats = metadata["stats"]
+    serving_model = serving.build(model, input_config(config).eval_crop_fraction, stats["mean"], stats["std"], classes)
+    model_uri = writer.log_model(serving_model, np.array([example_jpeg], dtype=object))
+    saved_model = os.path.join(scratch, "saved_model")
+    serving.export_saved_model(serving_model, saved_model)
+    writer.log_artifact(saved_model)
+    return model_uri
+
+
+def first_record_bytes(data_uri: str, metadata: dict, split: str) -> bytes:
+    record = next(iter(tf.data.TFRecordDataset(pipeline.shard_paths(data_uri, metadata, split))))  # some shards may be empty
+    return pipeline.parse(record)[0].numpy()
+
+
+def train_and_evaluate(config: TrainConfig, writer=None) -> dict:
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = strategies.build(config.strategy, config.cpu_replicas)
+    chief = strategies.is_chief()
+    print(f"strategy: {strategies.describe(strategy)} with {strategy.num_replicas_in_sync} replica(s)"
+          f"{'' if chief else ' (worker, not chief)'}", flush=True)
+    keras.utils.set_random_seed(config.seed)
+
+    metadata = pipeline.load_metadata(config.data)
+    inputs = input_config(config)
+    counts = {split: metadata["splits"][split]["count"] for split in ("train", "val")}
+    for split in counts:
+        pipeline.shard_paths(config.data, metadata, split)  # a one-line error for an empty split
+    writer = writer or make_writer(config, chief)
+    with strategy.scope():
+        model = build_model(config, len(metadata["classes"]))
+
+    checkpoint = ResumableCheckpoint(config.checkpoint_dir, writer=chief) if config.checkpoint_dir else None
+    state = checkpoint.restore(model) if checkpoint else None
+    initial_epoch = state["epoch"] if state else 0
+    history = state["extra"].get("history", {}) if state else {}
+    if state:
+        print(f"Resumed from epoch {initial_epoch} ({config.checkpoint_dir})", flush=True)
+    params = {**config.params(), "dataset_metadata_sha256": metadata_digest(config.data)}
+    run_id = writer.start(params, run_tags(strategy), run_id=state["extra"].get("run_id") if state else None)
+
+    multi_worker = strategies.cluster_size() > 1
+    train_data, val_data = distributed_datasets(strategy, config, inputs, metadata, multi_worker)
+    callbacks = [
+        EpochLogger(writer, history),
+        keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=config.lr_factor, patience=config.lr_patience,
+                                          min_lr=config.min_lr, verbose=1),
+    ]
+    if checkpoint:
+        checkpoint.extra = {"run_id": run_id, "history": history}
+        callbacks.append(checkpoint)
+    loop = DistributedLoop(model, strategy, config.batch_size, config.jit_compile)
+    try:
+        loop.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch,
+                 steps_per_epoch=math.ceil(counts["train"] / config.batch_size), validation_data=val_data,
+                 validation_steps=math.ceil(counts["val"] / config.batch_size) if multi_worker else None,
+                 callbacks=callbacks)
+        val_dataset = pipeline.make_dataset(config.data, "val", inputs, training=False, metadata=metadata)
+        val = predict_split(model, val_dataset)
+    except tf.errors.DataLossError:
+        writer.finish("FAILED")
+        raise explain_input_error(config, metadata) from None
+    except BaseException:
+        writer.finish("FAILED")
+        raise
+
+    val_accuracy = float((val[1].argmax(axis=1) == val[0]).mean())
+    model_uri = None
+    if chief:
+        example = first_record_bytes(config.data, metadata, "val")
+        model_uri = log_outputs(writer, model, config, metadata, history, val, example)
+    writer.finish("FINISHED")
+    if checkpoint:
+        checkpoint.clear()
+    return {"run_id": run_id, "model_uri": model_uri, "val_accuracy": val_accuracy, "epochs": config.epochs,
+            "weights_sha256": weights_digest(model)}
