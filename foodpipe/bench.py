@@ -95,6 +95,7 @@ def bench_input(args) -> dict:
 
 
 def bench_train(args) -> dict:
+    from foodpipe import s3
     from trainer import bench, config
 
     if not args.data:

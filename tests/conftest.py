@@ -82,17 +82,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
+def start_mlflow_server(root, port: int | None = None) -> tuple[subprocess.Popen, str]:
     """A real ``mlflow server`` process over HTTP (SQLite backend, artifacts proxied to a folder)."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
+    port = port or free_port()
     proc, _ = start_process(
         [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-         "--artifacts-destination", str(root / "artifacts")],
+         "--artifacts-destination", os.path.join(root, "artifacts")],
         ready=r"Uvicorn running on", timeout=120)
-    yield f"http://127.0.0.1:{port}"
+    return proc, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    proc, uri = start_mlflow_server(str(tmp_path_factory.mktemp("mlflow-server")))
+    yield uri
     stop_process(proc)
 
 

@@ -53,3 +53,16 @@ def test_bench_input_names_a_missing_dataset(tmp_path):
     result = foodpipe("bench", "input", "--data", str(tmp_path))
     assert result.returncode != 0 and "dataset incomplete" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bench_train_compares_real_input_with_cached_batches(raw_dataset, tmp_path):
+    data, report = str(tmp_path / "data"), tmp_path / "train.json"
+    assert foodpipe("preprocess", "--input", raw_dataset, "--output", data).returncode == 0
+    result = foodpipe("bench", "train", "--data", data, "--image-size", "32", "--batch-size", "8", "--steps", "3",
+                      "--json", str(report))
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(report.read_text())
+    assert figures["real_input_img_per_s"] > 0 and figures["cached_input_img_per_s"] > 0
+    assert figures["input_bound_ratio"] == pytest.approx(
+        figures["real_input_img_per_s"] / figures["cached_input_img_per_s"], rel=0.01)
+    assert "input_bound_ratio" in result.stdout and figures["steps"] == 3

@@ -15,7 +15,7 @@ import tensorflow as tf
 import models
 from beam_pipelines import preprocess
 from foodpipe.errors import FoodpipeError
-from tests.conftest import REPO, foodpipe, free_port
+from tests.conftest import REPO, foodpipe, free_port, start_mlflow_server, stop_process
 from tfdata import pipeline
 from tfdata.config import InputConfig
 from trainer import report, serving, strategy
@@ -170,29 +170,76 @@ def test_multi_worker_training_one_run_same_weights(dataset, mlflow_server):
 
 
 @pytest.mark.slow
-def test_training_killed_with_sigkill_resumes_from_its_checkpoint(dataset, tmp_path):
-    checkpoints, store = str(tmp_path / "ckpt"), str(tmp_path / "mlruns")
-    args = [sys.executable, "-m", "foodpipe", "train", "--data", dataset, *TINY, "--epochs", "8",
-            "--checkpoint-dir", checkpoints, "--mlflow-uri", store]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, start_new_session=True)
-    state_path = os.path.join(checkpoints, "state.json")
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_training_killed_with_sigkill_resumes_from_its_checkpoint(where, dataset, tmp_path, request):
+    if where == "s3":
+        env, client = request.getfixturevalue("s3_env"), request.getfixturevalue("s3_client")
+        client.create_bucket(Bucket="checkpoints")
+        checkpoints = "s3://checkpoints/resume-test"
+
+        def read_state():
+            try:
+                return json.loads(client.get_object(Bucket="checkpoints", Key="resume-test/state.json")["Body"].read())
+            except client.exceptions.NoSuchKey:
+                return None
+    else:
+        env, checkpoints = None, str(tmp_path / "ckpt")
+
+        def read_state():
+            path = os.path.join(checkpoints, "state.json")
+            return json.load(open(path)) if os.path.exists(path) else None
+
+    store = str(tmp_path / "mlruns")
+    args = ["train", "--data", dataset, *TINY, "--epochs", "8", "--checkpoint-dir", checkpoints, "--mlflow-uri", store]
+    proc = subprocess.Popen([sys.executable, "-m", "foodpipe", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=REPO, start_new_session=True, env=env)
     deadline = time.monotonic() + 300
-    while not os.path.exists(state_path) and proc.poll() is None and time.monotonic() < deadline:
+    while read_state() is None and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "training ended before it could be killed"
-    with open(state_path) as f:
-        state = json.load(f)
+    state = read_state()
 
-    resumed = foodpipe(*args[3:])
+    resumed = foodpipe(*args, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Resumed from epoch {state['epoch']}" in resumed.stdout and "Epoch 1/8" not in resumed.stdout
     result = last_json(resumed.stdout)
     assert result["epochs"] == 8 and result["run_id"] == state["extra"]["run_id"]
     steps = [m.step for m in client_for(f"sqlite:///{store}/mlflow.db").get_metric_history(result["run_id"], "loss")]
     assert sorted(set(steps)) == list(range(1, 9))
-    assert not os.path.exists(state_path)  # a finished run leaves no checkpoint behind
+    assert read_state() is None  # a finished run leaves no checkpoint behind
+
+
+@pytest.mark.slow
+def test_tracking_server_outage_mid_run_does_not_stop_training(dataset, tmp_path):
+    root = str(tmp_path / "server")
+    server, uri = start_mlflow_server(root)
+    args = [sys.executable, "-m", "foodpipe", "train", "--data", dataset, *TINY, "--epochs", "4", "--mlflow-uri", uri]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        client = client_for(uri)
+        deadline = time.monotonic() + 300
+        run_id = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+            if runs and client.get_metric_history(runs[0].info.run_id, "loss"):
+                run_id = runs[0].info.run_id
+                break
+            time.sleep(0.2)
+        assert run_id, "no epoch was logged"
+    finally:
+        stop_process(server)  # the outage
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert last_json(stdout)["run_id"] == run_id and last_json(stdout)["epochs"] == 4
+    assert "training goes on" in stderr and "not logged to run" in stderr and "the model" in stderr
+
+    server, uri = start_mlflow_server(root)  # back, on the same store: what was logged is still there
+    try:
+        assert client_for(uri).get_metric_history(run_id, "loss")[0].step == 1
+    finally:
+        stop_process(server)
 
 
 @pytest.mark.parametrize("command,message", [

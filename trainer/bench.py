@@ -1,8 +1,8 @@
 """``foodpipe bench train --data URI``: is training input-bound?
 
-Trains the same model twice for the same number of steps: once fed by the real input pipeline
-(S3/local TFRecords, decode, augmentation), once fed by a few of the same batches cached in
-memory (no input cost at all). ``input_bound_ratio`` = real / cached images per second: 1.0 means
+Runs the trainer's own step (``trainer.loop``) twice for the same number of steps: once fed by the
+real input pipeline (S3/local TFRecords, decode, augmentation), once fed by a few of the same
+batches cached in memory (no input cost at all). ``input_bound_ratio`` = real / cached images per second: 1.0 means
 the input pipeline keeps the accelerator fully fed. Warm-up steps (tracing, buffers) are not timed.
 """
 
@@ -15,29 +15,21 @@ import tensorflow as tf
 from tfdata import pipeline
 from trainer import strategy as strategies
 from trainer.config import TrainConfig
+from trainer.loop import DistributedLoop
 from trainer.train import build_model, input_config
 
 CACHED_BATCHES = 8
 
 
-class StepTimer(keras.callbacks.Callback):
-    """Wall time from the end of warm-up step ``warmup`` to the end of the last step."""
-
-    def __init__(self, warmup: int):
-        super().__init__()
-        self.warmup = warmup
-        self.start = self.end = None
-
-    def on_train_batch_end(self, batch, logs=None):
-        if batch + 1 == self.warmup:
-            self.start = time.perf_counter()
-        self.end = time.perf_counter()
-
-
-def images_per_second(model: keras.Model, dataset: tf.data.Dataset, steps: int, warmup: int, batch: int) -> float:
-    timer = StepTimer(warmup)
-    model.fit(dataset, epochs=1, steps_per_epoch=warmup + steps, callbacks=[timer], verbose=0, shuffle=False)
-    return steps * batch / (timer.end - timer.start)
+def images_per_second(loop: DistributedLoop, dataset, steps: int, warmup: int, batch: int) -> float:
+    iterator = iter(dataset)
+    for _ in range(warmup):
+        float(loop.train_step(iterator)[0])  # float() waits for the step to finish
+    started = time.perf_counter()
+    for _ in range(steps):
+        totals = loop.train_step(iterator)
+    float(totals[0])
+    return steps * batch / (time.perf_counter() - started)
 
 
 def run(config: TrainConfig, steps: int = 20, warmup: int = 5) -> dict:
@@ -53,9 +45,10 @@ def run(config: TrainConfig, steps: int = 20, warmup: int = 5) -> dict:
                                               metadata=metadata).take(CACHED_BATCHES).cache().repeat())
     with strategy.scope():
         model = build_model(config, len(metadata["classes"]))
+    loop = DistributedLoop(model, strategy, config.batch_size, config.jit_compile)
     try:
-        cached_rate = images_per_second(model, cached, steps, warmup, config.batch_size)
-        real_rate = images_per_second(model, real, steps, warmup, config.batch_size)
+        cached_rate = images_per_second(loop, cached, steps, warmup, config.batch_size)
+        real_rate = images_per_second(loop, real, steps, warmup, config.batch_size)
     except tf.errors.DataLossError:
         raise pipeline.explain_data_loss(config.data, "train", metadata) from None
     gpus = tf.config.list_physical_devices("GPU")

@@ -23,7 +23,7 @@ class DistributedLoop:
         self.strategy = strategy
         self.global_batch_size = global_batch_size
         self._gradients = tf.function(self._compute_gradients, jit_compile=jit_compile)
-        self._train_step = tf.function(self._distributed_train_step)
+        self.train_step = tf.function(self._distributed_train_step)  # one step; returns summed loss, correct, count
         self._eval_step = tf.function(self._distributed_eval_step)
         self._average_state = tf.function(self._distributed_average_state)
 
@@ -105,7 +105,7 @@ class DistributedLoop:
             started = time.perf_counter()
             totals = [tf.constant(0.0)] * 3
             for _ in range(steps_per_epoch):
-                totals = [a + b for a, b in zip(totals, self._train_step(iterator))]
+                totals = [a + b for a, b in zip(totals, self.train_step(iterator))]
             logs = self._metrics(totals)
             if self.strategy.num_replicas_in_sync > 1 and self.model.non_trainable_variables:
                 self._average_state()

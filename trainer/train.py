@@ -19,7 +19,7 @@ import tensorflow as tf
 import models
 from foodpipe import schema, uri
 from foodpipe.errors import FoodpipeError
-from tfdata import pipeline
+from tfdata import filesystem, pipeline
 from tfdata.config import InputConfig
 from trainer import report, serving, strategy as strategies, tracking
 from trainer.checkpoint import ResumableCheckpoint
@@ -175,6 +175,8 @@ def train_and_evaluate(config: TrainConfig, writer=None) -> dict:
     with strategy.scope():
         model = build_model(config, len(metadata["classes"]))
 
+    if config.checkpoint_dir:
+        filesystem.ensure_readable(config.checkpoint_dir)  # s3:// checkpoints go through tensorflow-io
     checkpoint = ResumableCheckpoint(config.checkpoint_dir, writer=chief) if config.checkpoint_dir else None
     state = checkpoint.restore(model) if checkpoint else None
     initial_epoch = state["epoch"] if state else 0
