@@ -203,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("demo", help="the whole path on embedded defaults, from nothing")
     p.add_argument("--workdir", default="demo-output")
-    p.add_argument("--per-class", type=int, default=60)
+    p.add_argument("--per-class", type=int, default=120, help="images per class")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--image-size", type=int, default=64)
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -1,20 +1,25 @@
-"""``foodpipe demo``: the data path from nothing, on embedded defaults.
+"""``foodpipe demo``: the whole path on embedded defaults, from nothing to a prediction.
 
 Starts the embedded S3 server (unless ``AWS_ENDPOINT_URL`` points at one), makes a Food-101-layout
-sample with the seed's ten classes, uploads it, runs the Beam job S3 -> S3, and copies the
-dataset to ``WORKDIR/food10`` so it can be looked at after the (in-memory) server stops.
+sample with the seed's ten classes, uploads it, runs the Beam job S3 -> S3, logs an exploratory
+report of the dataset to MLflow, trains the from-scratch model reading ``s3://``, evaluates it on
+the test split, selects the best run and predicts one image. MLflow runs go to a local store under
+``WORKDIR/mlruns``, which is kept between demos; everything else in ``WORKDIR`` is made anew.
 """
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
-from foodpipe import s3, synth, upload, uri
+from foodpipe import explore, s3, synth, upload, uri
 from foodpipe.errors import FoodpipeError
 
 BUCKET = "foodpipe-demo"
+EXPERIMENT = "foodpipe-demo"
 
 
 @contextlib.contextmanager
@@ -51,12 +56,30 @@ def download_prefix(settings: s3.S3Settings, source: str, destination: str) -> N
         client.download_file(bucket, key, os.path.join(destination, key[len(prefix) + 1:]))
 
 
+def log_dataset_report(dataset_uri: str, metadata: dict, tracking_uri: str) -> dict:
+    from trainer import tracking
+
+    summary, files = explore.write_report(dataset_uri, metadata, tempfile.mkdtemp(prefix="foodpipe-report-"))
+    writer = tracking.MlflowWriter(tracking_uri, EXPERIMENT, run_name="dataset-report")
+    writer.start({"data": dataset_uri, "images": summary["images"], "rejected": summary["rejected"]},
+                 {"kind": "dataset-report"})
+    for path in files:
+        writer.log_artifact(path, "dataset_report")
+    writer.finish()
+    return summary
+
+
 def run(args) -> int:
     from beam_pipelines import preprocess
+    from trainer import evaluate, train, tracking
+    from trainer.config import TrainConfig
 
     workdir = os.path.abspath(args.workdir)
     raw_dir, local_copy = os.path.join(workdir, "raw"), os.path.join(workdir, "food10")
-    shutil.rmtree(workdir, ignore_errors=True)
+    store = os.path.join(workdir, "mlruns")
+    for made in (raw_dir, local_copy):
+        shutil.rmtree(made, ignore_errors=True)
+    tracking_uri = tracking.local_store_uri(store)
     with s3_endpoint() as endpoint:
         settings = s3.S3Settings(endpoint_url=endpoint)
         settings.apply_to_environment()
@@ -69,9 +92,34 @@ def run(args) -> int:
         classes_file = os.path.join(os.path.dirname(__file__), "classes", "seed10.txt")
         metadata = preprocess.run(["--input", raw_uri, "--output", dataset_uri, "--classes-file", classes_file,
                                    "--shard-size-mb", "4"])
+        counts = ", ".join(f"{name} {info['count']}" for name, info in metadata["splits"].items())
+        mean, std = ([round(value, 1) for value in metadata["stats"][key]] for key in ("mean", "std"))
+        step(f"dataset: {counts}; {metadata['rejected']} rejected; mean {mean} std {std}")
+        step("logging the exploratory report (class counts, image sizes, mean/std) to MLflow")
+        log_dataset_report(dataset_uri, metadata, tracking_uri)
+
+        step(f"training the from-scratch model for {args.epochs} epoch(s) at {args.image_size} px "
+             f"from {dataset_uri}")
+        config = TrainConfig(data=dataset_uri, model="resnet", image_size=args.image_size, epochs=args.epochs,
+                             batch_size=32, num_blocks=3, mlflow_uri=tracking_uri, experiment=EXPERIMENT)
+        trained = train.train_and_evaluate(config)
+        step(f"evaluating {trained['model_uri']} on the test split")
+        scores = evaluate.evaluate(trained["model_uri"], dataset_uri, "test", tracking_uri=tracking_uri)
+        step(f"test accuracy {scores['accuracy']:.3f} on {scores['count']} images")
+        best = evaluate.select(EXPERIMENT, tracking_uri)
+        step(f"best run of experiment {EXPERIMENT!r}: {best['run_id']} (val_accuracy {best['val_accuracy']:.3f})")
+        test_image = next(row for row in explore.read_manifest(dataset_uri) if row["split"] == "test")
+        image = test_image["uri"]
+        prediction = evaluate.predict(best["model_uri"], [image], tracking_uri=tracking_uri)[0]["predictions"][0]
+        step(f"prediction for {image} (true class {test_image['class_name']}): {prediction['class']} "
+             f"({prediction['probability']:.3f})")
         download_prefix(settings, dataset_uri, local_copy)
-    counts = ", ".join(f"{name} {info['count']}" for name, info in metadata["splits"].items())
-    step(f"dataset: {counts}; {metadata['rejected']} rejected; mean {[round(m, 1) for m in metadata['stats']['mean']]}"
-         f" std {[round(s, 1) for s in metadata['stats']['std']]}")
-    step(f"copied to {local_copy} (metadata.json, manifest.parquet, rejected.jsonl, shards)")
+
+    ui = f"mlflow ui --backend-store-uri {tracking_uri}"
+    step(f"dataset copied to {local_copy}; MLflow runs in {store}; look at them with: {ui}")
+    summary = {"endpoint": endpoint, "dataset": dataset_uri, "local_copy": local_copy,
+               "splits": {name: info["count"] for name, info in metadata["splits"].items()},
+               "run_id": trained["run_id"], "test_accuracy": scores["accuracy"], "selected_run_id": best["run_id"],
+               "prediction": {"image": image, **prediction}, "mlflow_ui": ui}
+    print(json.dumps(summary), flush=True)
     return 0

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 import models
 from beam_pipelines import preprocess
+from foodpipe import explore
 from foodpipe.errors import FoodpipeError
 from tests.conftest import REPO, foodpipe, free_port, start_mlflow_server, stop_process
 from tfdata import pipeline
@@ -77,7 +78,7 @@ def test_train_logs_params_metrics_artifacts_and_model_to_the_server(trained, da
     assert result["model_uri"] == f"runs:/{result['run_id']}/model"
 
 
-def test_evaluate_select_register_and_predict_end_to_end(trained, dataset, mlflow_server, raw_dataset):
+def test_evaluate_select_register_and_predict_end_to_end(trained, dataset, mlflow_server):
     result, _ = trained
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
     evaluated = foodpipe("evaluate", "--model", result["model_uri"], "--data", dataset, env=env)
@@ -101,8 +102,8 @@ def test_evaluate_select_register_and_predict_end_to_end(trained, dataset, mlflo
     assert best["run_id"] == result["run_id"] and best["registered"]["model_uri"] == "models:/food-smoke/1"
 
     classes = metadata["classes"]
-    images = [os.path.join(raw_dataset, "images", name, sorted(os.listdir(os.path.join(raw_dataset, "images", name)))[0])
-              for name in classes[:2]]
+    accepted = explore.read_manifest(dataset)  # images the job accepted (raw_dataset has broken ones too)
+    images = [next(row["uri"] for row in accepted if row["class_name"] == name) for name in classes[:2]]
     predicted = foodpipe("predict", "--model", "models:/food-smoke/1", "--top-k", "2", "--json", *images, env=env)
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     rows = last_json(predicted.stdout)
@@ -119,7 +120,8 @@ def test_serving_model_on_raw_bytes_matches_eval_pipeline_and_model(dataset, tmp
     config = InputConfig(image_size=40, batch_size=8, cycle_length=1)
     classifier = models.build("resnet", len(metadata["classes"]), 40, num_blocks=2, filters=4, dense_units=8)
     stats = metadata["stats"]
-    serving_model = serving.build(classifier, config.eval_crop_fraction, stats["mean"], stats["std"], metadata["classes"])
+    serving_model = serving.build(classifier, config.eval_crop_fraction, stats["mean"], stats["std"],
+                                  metadata["classes"])
 
     images, _ = zip(*pipeline.make_dataset(dataset, "val", config, training=False, metadata=metadata))
     expected = classifier.predict(np.concatenate(images), verbose=0)
@@ -144,6 +146,15 @@ def test_mirrored_strategy_over_two_logical_cpus(dataset, tmp_path):
                    "--mlflow-uri", str(tmp_path / "mlruns"))
     assert "MirroredStrategy with 2 replica(s)" in result.stdout
     assert last_json(result.stdout)["run_id"]
+
+
+def test_mixed_precision_and_xla_switches(dataset, tmp_path):
+    result = train(dataset, "--epochs", "1", "--mixed-precision", "--jit-compile", "--mlflow-uri", str(tmp_path / "m"))
+    epoch_line = next(line for line in result.stdout.splitlines() if line.startswith("Epoch 1/1"))
+    losses = [float(part.split(": ")[1]) for part in epoch_line.split(" - ") if part.startswith(("loss", "val_loss"))]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    run = client_for(f"sqlite:///{tmp_path}/m/mlflow.db").get_run(last_json(result.stdout)["run_id"])
+    assert run.data.params["mixed_precision"] == "True" and run.data.params["jit_compile"] == "True"
 
 
 @pytest.mark.slow

@@ -58,7 +58,8 @@ class TrainConfig:
         checks = [
             (self.model in MODEL_HYPERPARAMETERS, f"unknown model {self.model!r}: choose one of "
                                                   f"{', '.join(MODEL_HYPERPARAMETERS)}"),
-            (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}"),
+            (self.optimizer in OPTIMIZERS,
+             f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}"),
             (self.strategy in STRATEGIES, f"unknown strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}"),
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),

@@ -153,7 +153,8 @@ def log_outputs(writer, model: keras.Model, config: TrainConfig, metadata: dict,
 
 
 def first_record_bytes(data_uri: str, metadata: dict, split: str) -> bytes:
-    record = next(iter(tf.data.TFRecordDataset(pipeline.shard_paths(data_uri, metadata, split))))  # some shards may be empty
+    """The first stored JPEG of ``split`` (the serving model's input example); shards may be empty."""
+    record = next(iter(tf.data.TFRecordDataset(pipeline.shard_paths(data_uri, metadata, split))))
     return pipeline.parse(record)[0].numpy()
 
 

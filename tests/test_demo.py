@@ -1,0 +1,54 @@
+"""``foodpipe demo`` end to end in a reduced form (fewer images, one epoch), twice in one folder."""
+
+import json
+import os
+import socket
+from urllib.parse import urlparse
+
+import pytest
+
+from foodpipe import classes
+from tests.conftest import foodpipe
+
+pytestmark = pytest.mark.slow
+
+
+def run_demo(workdir):
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_ENDPOINT_URL", "MLFLOW_TRACKING_URI")}
+    result = foodpipe("demo", "--workdir", workdir, "--per-class", "20", "--epochs", "1", "--image-size", "32",
+                      env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1]), result.stdout
+
+
+def test_demo_goes_from_nothing_to_a_prediction_and_runs_twice(tmp_path):
+    import mlflow
+
+    workdir = str(tmp_path / "demo")
+    first, stdout = run_demo(workdir)
+    assert first["splits"] == {"train": 150, "val": 40, "test": 10}
+    assert 0 <= first["test_accuracy"] <= 1
+    assert first["prediction"]["class"] in classes.builtin("seed10")
+    assert first["prediction"]["image"].startswith("s3://")
+    for shown in ("embedded S3 server", "running the Beam job", "exploratory report", "training", "evaluating",
+                  "best run", "prediction for", "mlflow ui --backend-store-uri"):
+        assert shown in stdout, shown
+    with open(os.path.join(first["local_copy"], "metadata.json")) as f:
+        assert json.load(f)["classes"] == classes.builtin("seed10")
+    endpoint = urlparse(first["endpoint"])
+    with pytest.raises(OSError):  # the embedded server was stopped
+        socket.create_connection((endpoint.hostname, endpoint.port), timeout=2).close()
+
+    second, _ = run_demo(workdir)  # the same folder again: data made anew, MLflow runs kept
+    client = mlflow.MlflowClient(first["mlflow_ui"].split()[-1])
+    experiment = client.get_experiment_by_name("foodpipe-demo").experiment_id
+    runs = client.search_runs([experiment])
+    trained = {run.info.run_id for run in runs if "val_accuracy" in run.data.metrics}
+    assert trained == {first["run_id"], second["run_id"]}
+    assert second["selected_run_id"] in trained
+    reports = [run for run in runs if run.data.tags.get("kind") == "dataset-report"]
+    assert len(reports) == 2
+    names = {a.path for a in client.list_artifacts(reports[0].info.run_id, "dataset_report")}
+    assert names == {f"dataset_report/{n}" for n in ("report.json", "class_counts.png", "image_sizes.png",
+                                                      "channel_stats.png")}
+    assert client.get_run(second["run_id"]).data.metrics["test_accuracy"] == pytest.approx(second["test_accuracy"])
