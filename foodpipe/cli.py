@@ -220,7 +220,7 @@ def run_command(argv=None) -> int:
         args = build_parser().parse_args(argv)
         return args.func(args)
     except FoodpipeError as exc:
-        print(f"foodpipe: error: {exc}", file=sys.stderr)
+        print(f"foodpipe: error: {logs.redact(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("foodpipe: interrupted", file=sys.stderr)

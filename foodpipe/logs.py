@@ -3,6 +3,7 @@ import-time noise that says nothing to a foodpipe user."""
 
 import logging
 import os
+import re
 
 KNOWN_NOISE = (
     "apitools not found",  # Beam's GCP extras, which foodpipe does not use
@@ -10,6 +11,33 @@ KNOWN_NOISE = (
     "No semi_persistent_directory found",  # Beam workers started by the DirectRunner
     "default partition size",  # Beam's Dask runner
 )
+
+
+# ``scheme://user:password@host``: libraries (MLflow's retry warnings among them) log URLs whole.
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^/\s:@]*):[^@\s/]+@")
+SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+
+
+def redact(text: str) -> str:
+    """``text`` without URL passwords or the values of the secret environment variables."""
+    text = _URL_PASSWORD.sub(r"\1:***@", text)
+    for name in SECRET_VARIABLES:
+        value = os.environ.get(name)
+        if value and len(value) >= 6:
+            text = text.replace(value, "***")
+    return text
+
+
+def _redacting_record_factory(default_factory):
+    def factory(*args, **kwargs):
+        record = default_factory(*args, **kwargs)
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return record
+
+    return factory
 
 
 class _DropKnownNoise(logging.Filter):
@@ -22,6 +50,8 @@ def setup() -> None:
     if getattr(setup, "done", False):
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ start-up chatter, here and in workers
+    # Every log record of the process, whichever library's logger and handler it goes through.
+    logging.setLogRecordFactory(_redacting_record_factory(logging.getLogRecordFactory()))
     handlers = []
     for _ in range(2):
         handler = logging.StreamHandler()

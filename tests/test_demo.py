@@ -13,19 +13,42 @@ from tests.conftest import foodpipe
 pytestmark = pytest.mark.slow
 
 
-def run_demo(workdir):
+CANARY = "fp-canary-Zq7xW2vK9sLmT4"  # a secret key nobody could mistake for anything else
+
+
+def canary_env():
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_ENDPOINT_URL", "MLFLOW_TRACKING_URI")}
+    return {**env, "AWS_SECRET_ACCESS_KEY": CANARY}
+
+
+def run_demo(workdir, printed: list):
     result = foodpipe("demo", "--workdir", workdir, "--per-class", "20", "--epochs", "1", "--image-size", "32",
-                      env=env)
+                      env=canary_env())
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    printed += [result.stdout, result.stderr]
     return json.loads(result.stdout.strip().splitlines()[-1]), result.stdout
 
 
-def test_demo_goes_from_nothing_to_a_prediction_and_runs_twice(tmp_path):
+def assert_secret_nowhere(printed: list[str], root: str):
+    """Not in any output or log line, nor in any file: the MLflow database (params, tags, metrics),
+    its artifacts, metadata.json, the manifest, rejected.jsonl, the shards."""
+    for text in printed:
+        assert CANARY not in text
+    needle = CANARY.encode()
+    scanned = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as f:
+                assert needle not in f.read(), os.path.join(folder, name)
+            scanned += 1
+    assert scanned > 20
+
+
+def test_demo_goes_from_nothing_to_a_prediction_and_runs_twice_leaking_no_secret(tmp_path):
     import mlflow
 
-    workdir = str(tmp_path / "demo")
-    first, stdout = run_demo(workdir)
+    workdir, printed = str(tmp_path / "demo"), []
+    first, stdout = run_demo(workdir, printed)
     assert first["splits"] == {"train": 150, "val": 40, "test": 10}
     assert 0 <= first["test_accuracy"] <= 1
     assert first["prediction"]["class"] in classes.builtin("seed10")
@@ -39,7 +62,7 @@ def test_demo_goes_from_nothing_to_a_prediction_and_runs_twice(tmp_path):
     with pytest.raises(OSError):  # the embedded server was stopped
         socket.create_connection((endpoint.hostname, endpoint.port), timeout=2).close()
 
-    second, _ = run_demo(workdir)  # the same folder again: data made anew, MLflow runs kept
+    second, _ = run_demo(workdir, printed)  # the same folder again: data made anew, MLflow runs kept
     client = mlflow.MlflowClient(first["mlflow_ui"].split()[-1])
     experiment = client.get_experiment_by_name("foodpipe-demo").experiment_id
     runs = client.search_runs([experiment])
@@ -52,3 +75,12 @@ def test_demo_goes_from_nothing_to_a_prediction_and_runs_twice(tmp_path):
     assert names == {f"dataset_report/{n}" for n in ("report.json", "class_counts.png", "image_sizes.png",
                                                       "channel_stats.png")}
     assert client.get_run(second["run_id"]).data.metrics["test_accuracy"] == pytest.approx(second["test_accuracy"])
+
+    # Error messages too: a missing bucket, and a tracking URI that carries a password.
+    env = {**canary_env(), "AWS_ENDPOINT_URL": first["endpoint"]}
+    failed = [foodpipe("preprocess", "--input", "s3://no-such-bucket/raw", "--output", str(tmp_path / "x"), env=env),
+              foodpipe("train", "--data", first["local_copy"], "--mlflow-uri", f"http://user:{CANARY}@127.0.0.1:9",
+                       env=env)]
+    assert all(result.returncode != 0 for result in failed)
+    printed += [text for result in failed for text in (result.stdout, result.stderr)]
+    assert_secret_nowhere(printed, workdir)
