@@ -131,22 +131,23 @@ def run(argv=None) -> dict:
     staging = output.new_staging_dir(config.output)
     log.info("preprocess: %d classes from %s -> %s (runner %s)", len(classes), config.input, config.output, runner)
     started = time.monotonic()
-    try:
+    with output.exclusive(config.output, settings):
         try:
-            with beam.Pipeline(options=options) as pipeline:
-                transforms.build(pipeline, config, classes, counts, staging, settings)
-        except FoodpipeError:
-            raise
-        except Exception as exc:
-            raise FoodpipeError(describe_job_failure(exc)) from None
-        seconds = time.monotonic() - started
-        summary = output.read_json(f"{staging}/{transforms.SUMMARY_FILE}")
-        metadata = build_metadata(config, classes, summary, runner, seconds)
-        check_every_class_written(classes, metadata)
-        files = [s["name"] for s in summary["shards"]] + [schema.MANIFEST_FILE, schema.REJECTED_FILE]
-        output.commit(staging, config.output, files, metadata)
-    finally:
-        output.delete_tree(staging)
+            try:
+                with beam.Pipeline(options=options) as pipeline:
+                    transforms.build(pipeline, config, classes, counts, staging, settings)
+            except FoodpipeError:
+                raise
+            except Exception as exc:
+                raise FoodpipeError(describe_job_failure(exc)) from None
+            seconds = time.monotonic() - started
+            summary = output.read_json(f"{staging}/{transforms.SUMMARY_FILE}")
+            metadata = build_metadata(config, classes, summary, runner, seconds)
+            check_every_class_written(classes, metadata)
+            files = [s["name"] for s in summary["shards"]] + [schema.MANIFEST_FILE, schema.REJECTED_FILE]
+            output.commit(staging, config.output, files, metadata)
+        finally:
+            output.delete_tree(staging)
 
     per_split = ", ".join(f"{name} {metadata['splits'][name]['count']}" for name in schema.SPLITS)
     read = metadata["images"] + metadata["rejected"]

@@ -1,0 +1,139 @@
+"""Faults against real processes on loopback: the S3 server going away (through a proxy, so it
+keeps its objects), concurrent jobs into one output, many small objects, concurrent readers."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from urllib.parse import urlparse
+
+import pytest
+
+from beam_pipelines import output
+from foodpipe import s3
+from foodpipe.errors import FoodpipeError
+from tests.conftest import REPO, foodpipe
+from tests.faults import TcpProxy
+
+pytestmark = pytest.mark.slow
+
+
+def proxy_for(endpoint: str) -> TcpProxy:
+    return TcpProxy(urlparse(endpoint).port).start()
+
+
+def objects(client, bucket, prefix):
+    found = {}
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            found.update({o["Key"]: o["Size"] for o in page.get("Contents", [])})
+    except client.exceptions.NoSuchBucket:
+        pass
+    return found
+
+
+def small_files(root, count, size=2048):
+    for index in range(count):
+        folder = os.path.join(root, "images", f"class_{index % 10}")
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, f"{index:05d}.jpg"), "wb") as f:
+            f.write(os.urandom(size))
+    return {os.path.relpath(os.path.join(d, n), root): os.path.getsize(os.path.join(d, n))
+            for d, _, names in os.walk(root) for n in names}
+
+
+def start(args, env):
+    return subprocess.Popen([sys.executable, "-m", "foodpipe", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+
+
+def test_upload_cut_off_by_an_outage_completes_on_rerun_without_duplicates(s3_endpoint, s3_client, tmp_path):
+    expected = small_files(str(tmp_path / "src"), 600, size=16384)
+    proxy = proxy_for(s3_endpoint)
+    env = {**os.environ, "AWS_ENDPOINT_URL": proxy.url}
+    proc = start(["upload", str(tmp_path / "src"), "s3://faults/up", "--create-bucket", "--quiet",
+                  "--workers", "4"], env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(objects(s3_client, "faults", "up/")) > 50:
+            break
+        time.sleep(0.05)
+    proxy.stop()  # the server is gone for the uploader, mid-upload
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 2, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1].startswith("foodpipe: error: cannot reach the S3 endpoint")
+    assert len(objects(s3_client, "faults", "up/")) < len(expected)
+
+    proxy.start()  # back
+    again = foodpipe("upload", str(tmp_path / "src"), "s3://faults/up", "--quiet", env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "skipped 0 " not in again.stdout
+    assert objects(s3_client, "faults", "up/") == {f"up/{key}": size for key, size in expected.items()}
+    proxy.stop()
+
+
+def test_a_second_preprocess_into_the_same_output_refuses(raw_dataset, tmp_path):
+    out = str(tmp_path / "dataset")
+    first = start(["preprocess", "--input", raw_dataset, "--output", out], os.environ.copy())
+    lock = os.path.join(out, output.LOCK_FILE)
+    deadline = time.monotonic() + 120
+    while not os.path.exists(lock) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = foodpipe("preprocess", "--input", raw_dataset, "--output", out)
+    _, first_stderr = first.communicate(timeout=600)
+    assert second.returncode == 2 and "is being written by another preprocess run" in second.stderr
+    assert first.returncode == 0, first_stderr[-2000:]
+    with open(os.path.join(out, "metadata.json")) as f:
+        metadata = json.load(f)
+    assert metadata["images"] == 48 and not os.path.exists(lock)
+    names = set(os.listdir(out))
+    shards = {shard for split in metadata["splits"].values() for shard in split["shards"]}
+    assert {n for n in names if n.endswith(".tfrecord")} == shards  # one run's shards, nothing mixed
+
+
+def test_the_output_lock_on_s3_admits_one_holder(s3_endpoint, s3_client):
+    settings = s3.S3Settings(endpoint_url=s3_endpoint)
+    s3_client.create_bucket(Bucket="locks")
+    with output.exclusive("s3://locks/ds", settings):
+        with pytest.raises(FoodpipeError, match="being written by another preprocess run"):
+            with output.exclusive("s3://locks/ds", settings):
+                pass
+    assert objects(s3_client, "locks", "ds/") == {}
+    with output.exclusive("s3://locks/ds", settings):  # released: free again
+        pass
+
+
+def test_upload_of_5000_small_objects_loses_nothing(s3_env, s3_client, tmp_path):
+    expected = small_files(str(tmp_path / "many"), 5000, size=256)
+    result = foodpipe("upload", str(tmp_path / "many"), "s3://many/objects", "--create-bucket", "--quiet",
+                      env=s3_env, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert objects(s3_client, "many", "objects/") == {f"objects/{key}": size for key, size in expected.items()}
+
+
+def test_two_trainers_read_one_s3_dataset_at_once(raw_on_s3, s3_env, tmp_path):
+    made = foodpipe("preprocess", "--input", raw_on_s3, "--output", "s3://datasets/shared", "--shard-size-mb", "0.2",
+                    env=s3_env)
+    assert made.returncode == 0, made.stderr[-2000:]
+    args = ["train", "--data", "s3://datasets/shared", "--image-size", "32", "--num-blocks", "2", "--filters", "4",
+            "--dense-units", "8", "--batch-size", "8", "--epochs", "1"]
+    trainers = [start([*args, "--mlflow-uri", str(tmp_path / f"mlruns{i}")], s3_env) for i in range(2)]
+    for trainer in trainers:
+        stdout, stderr = trainer.communicate(timeout=600)
+        assert trainer.returncode == 0, stderr[-3000:]
+        assert json.loads(stdout.strip().splitlines()[-1])["epochs"] == 1
+
+
+def test_a_lock_left_by_a_dead_run_on_this_host_is_taken_over(tmp_path):
+    import socket
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    os.makedirs(tmp_path / "ds")
+    (tmp_path / "ds" / output.LOCK_FILE).write_text(json.dumps(
+        {"started": "2026-01-01T00:00:00+00:00", "host": socket.gethostname(), "pid": dead.pid}))
+    with output.exclusive(str(tmp_path / "ds"), s3.S3Settings()):
+        holder = json.loads((tmp_path / "ds" / output.LOCK_FILE).read_text())
+        assert holder["pid"] == os.getpid()
+    assert not (tmp_path / "ds" / output.LOCK_FILE).exists()
