@@ -38,7 +38,7 @@ def _s3_class_bytes(input_uri: str, settings: s3.S3Settings) -> dict[str, int]:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 class_name, _, filename = obj["Key"][len(prefix):].partition("/")
-                if filename:
+                if filename and class_name not in (".", ".."):  # such keys are rejected by the job
                     sizes[class_name] = sizes.get(class_name, 0) + obj["Size"]
     except Exception as exc:
         raise s3.describe_error(exc, settings, f"listing {input_uri}") from None

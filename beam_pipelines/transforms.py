@@ -6,6 +6,7 @@ import dataclasses
 import io
 import json
 import math
+import os
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -94,6 +95,13 @@ class InspectImageFn(beam.DoFn):
             yield output
 
     def inspect_file(self, path: str):
+        if any(part in (".", "..") for part in path.split("/")):
+            self.rejected.inc()
+            return Rejection(path, "path has a '.' or '..' segment")
+        if not uri.is_s3(path) and os.path.islink(path) and not uri.is_inside(
+                os.path.realpath(path), os.path.realpath(self.images_root)):
+            self.rejected.inc()
+            return Rejection(path, "symbolic link to a file outside the input folder")
         located = locate(path, self.images_root)
         if located is None:
             self.rejected.inc()
