@@ -6,6 +6,15 @@
 #   docker run --gpus all -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY -e AWS_ENDPOINT_URL \
 #       -e MLFLOW_TRACKING_URI foodpipe-trainer:0.1.0 train --data s3://datasets/food10 --model resnet
 
+# The project's files, once, for both images.
+FROM scratch AS source
+COPY pyproject.toml setup.py constraints.txt README.md /opt/foodpipe/
+COPY foodpipe /opt/foodpipe/foodpipe
+COPY beam_pipelines /opt/foodpipe/beam_pipelines
+COPY tfdata /opt/foodpipe/tfdata
+COPY models /opt/foodpipe/models
+COPY trainer /opt/foodpipe/trainer
+
 # The Beam job (DirectRunner, or the launcher for Dask/Flink/Spark/Dataflow), the S3 tools, and
 # evaluate/predict on CPU.
 FROM python:3.11.11-slim AS pipeline
@@ -14,13 +23,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+COPY --from=source /opt/foodpipe /opt/foodpipe
 WORKDIR /opt/foodpipe
-COPY pyproject.toml setup.py constraints.txt README.md ./
-COPY foodpipe ./foodpipe
-COPY beam_pipelines ./beam_pipelines
-COPY tfdata ./tfdata
-COPY models ./models
-COPY trainer ./trainer
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir -c constraints.txt ".[cpu]" \
     && useradd --create-home --uid 10001 foodpipe
@@ -36,13 +40,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+COPY --from=source /opt/foodpipe /opt/foodpipe
 WORKDIR /opt/foodpipe
-COPY pyproject.toml setup.py constraints.txt README.md ./
-COPY foodpipe ./foodpipe
-COPY beam_pipelines ./beam_pipelines
-COPY tfdata ./tfdata
-COPY models ./models
-COPY trainer ./trainer
 # Every version comes from constraints.txt (hadolint's DL3013 wants pins on the command line).
 # `.[gpu]` names `tensorflow`, which the base image already has: tensorflow-cpu never comes in.
 # hadolint ignore=DL3013
