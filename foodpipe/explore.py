@@ -14,17 +14,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from foodpipe import schema, uri  # noqa: E402
+from foodpipe import s3, schema, uri  # noqa: E402
 
 
-def read_manifest(data_uri: str) -> list[dict]:
-    import tensorflow as tf
-
-    from tfdata import filesystem
-
-    filesystem.ensure_readable(data_uri)
-    with tf.io.gfile.GFile(uri.join(data_uri, schema.MANIFEST_FILE), "rb") as f:
-        return pq.read_table(io.BytesIO(f.read())).to_pylist()
+def read_manifest(data_uri: str, settings: s3.S3Settings | None = None) -> list[dict]:
+    """Every row of the dataset's ``manifest.parquet``. On S3 one GET through boto3, not
+    tf.io.gfile (whole-object gfile reads on S3 are ~50x slower, measured)."""
+    path = uri.join(data_uri, schema.MANIFEST_FILE)
+    if uri.is_s3(path):
+        data = s3.read_object(path, settings or s3.S3Settings.from_env())
+    else:
+        with open(path, "rb") as f:
+            data = f.read()
+    return pq.read_table(io.BytesIO(data)).to_pylist()
 
 
 def summarize(metadata: dict, manifest: list[dict]) -> dict:

@@ -146,16 +146,10 @@ def copy_shards_locally(data_uri: str, metadata: dict, directory: str, settings:
 
 
 def read_manifest(data_uri: str, settings: s3.S3Settings) -> list[dict]:
-    import pyarrow.parquet as pq
+    """The train split's manifest rows."""
+    from foodpipe import explore
 
-    path = uri.join(data_uri, schema.MANIFEST_FILE)
-    if uri.is_s3(path):
-        data = s3.read_object(path, settings)
-    else:
-        with open(path, "rb") as f:
-            data = f.read()
-    rows = pq.read_table(io.BytesIO(data)).to_pylist()
-    return [row for row in rows if row["split"] == "train"]
+    return [row for row in explore.read_manifest(data_uri, settings) if row["split"] == "train"]
 
 
 def run(data_uri: str, config: InputConfig, images: int, seed_images: int) -> dict:

@@ -37,12 +37,13 @@ def run(config: TrainConfig, steps: int = 20, warmup: int = 5) -> dict:
         keras.mixed_precision.set_global_policy("mixed_float16")
     strategy = strategies.build(config.strategy, config.cpu_replicas)
     metadata = pipeline.load_metadata(config.data)
-    real = strategy.distribute_datasets_from_function(
-        lambda context: pipeline.make_dataset(config.data, "train", input_config(config), context,
-                                              metadata=metadata).repeat())
+
+    def batches(context):
+        return pipeline.make_dataset(config.data, "train", input_config(config), context, metadata=metadata)
+
+    real = strategy.distribute_datasets_from_function(lambda context: batches(context).repeat())
     cached = strategy.distribute_datasets_from_function(
-        lambda context: pipeline.make_dataset(config.data, "train", input_config(config), context,
-                                              metadata=metadata).take(CACHED_BATCHES).cache().repeat())
+        lambda context: batches(context).take(CACHED_BATCHES).cache().repeat())
     with strategy.scope():
         model = build_model(config, len(metadata["classes"]))
     loop = DistributedLoop(model, strategy, config.batch_size, config.jit_compile)
