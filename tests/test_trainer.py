@@ -6,7 +6,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from urllib.parse import urlparse
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from beam_pipelines import preprocess
 from foodpipe import explore
 from foodpipe.errors import FoodpipeError
 from tests.conftest import REPO, foodpipe, free_port, start_mlflow_server, stop_process
+from tests.faults import TcpProxy
 from tfdata import pipeline
 from tfdata.config import InputConfig
 from trainer import report, serving, strategy
@@ -224,33 +227,43 @@ def test_training_killed_with_sigkill_resumes_from_its_checkpoint(where, dataset
 
 @pytest.mark.slow
 def test_tracking_server_outage_mid_run_does_not_stop_training(dataset, tmp_path):
+    """The server goes away at epoch 2's metrics and is killed, then restarted on its store (the
+    queued metrics arrive), then goes away for good at the first artifact upload (a warning names
+    everything not logged)."""
     root = str(tmp_path / "server")
     server, uri = start_mlflow_server(root)
-    args = [sys.executable, "-m", "foodpipe", "train", "--data", dataset, *TINY, "--epochs", "4", "--mlflow-uri", uri]
+    proxy = TcpProxy(urlparse(uri).port)  # the server keeps its store; the trainer sees the outages
+    proxy.cut_on(rb"POST /api/2.0/mlflow/runs/log-batch", nth=3).start()  # params+tags, epoch 1, epoch 2
+    args = [sys.executable, "-m", "foodpipe", "train", "--data", dataset, *TINY, "--epochs", "5",
+            "--mlflow-uri", proxy.url]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    stderr: list[str] = []
+    threading.Thread(target=lambda: stderr.extend(proc.stderr), daemon=True).start()
     try:
-        client = client_for(uri)
         deadline = time.monotonic() + 300
-        run_id = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-            if runs and client.get_metric_history(runs[0].info.run_id, "loss"):
-                run_id = runs[0].info.run_id
-                break
-            time.sleep(0.2)
-        assert run_id, "no epoch was logged"
+        while not any("training goes on" in line for line in stderr):
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(stderr)[-3000:]
+            time.sleep(0.1)
+        assert proxy.cut.is_set()
+        os.killpg(server.pid, signal.SIGKILL)  # the server dies too; its store stays
+        server.wait()
+        server, _ = start_mlflow_server(root, port=urlparse(uri).port)
+        proxy.cut_on(rb"PUT /api/2.0/mlflow-artifacts/artifacts/").start()  # back, until the first artifact
+        stdout = proc.communicate(timeout=600)[0]
+        assert proc.returncode == 0, "".join(stderr)[-3000:]
+        run_id = last_json(stdout)["run_id"]
+        assert last_json(stdout)["epochs"] == 5
+        client = client_for(uri)
+        # Every epoch's metrics are there: those queued in the outage arrived when the server came back.
+        assert sorted(m.step for m in client.get_metric_history(run_id, "loss")) == [1, 2, 3, 4, 5]
+        assert client.get_run(run_id).info.status == "RUNNING"  # its end status was among the lost records
     finally:
-        stop_process(server)  # the outage
-    stdout, stderr = proc.communicate(timeout=600)
-    assert proc.returncode == 0, stderr[-3000:]
-    assert last_json(stdout)["run_id"] == run_id and last_json(stdout)["epochs"] == 4
-    assert "training goes on" in stderr and "not logged to run" in stderr and "the model" in stderr
-
-    server, uri = start_mlflow_server(root)  # back, on the same store: what was logged is still there
-    try:
-        assert client_for(uri).get_metric_history(run_id, "loss")[0].step == 1
-    finally:
+        proxy.stop()
         stop_process(server)
+    text = "".join(stderr)
+    assert proxy.cut.is_set() and "is back: logging" in text
+    lost = next(line for line in stderr if "not logged to run" in line)
+    assert "plots/training_curves.png" in lost and "the model" in lost and "end status" in lost
 
 
 @pytest.mark.parametrize("command,message", [

@@ -158,7 +158,10 @@ class MlflowWriter:
                     self._warned = True
                 return
             self._pending.pop(0)
-            self._warned = False
+            if self._warned:
+                log.warning("MLflow at %s is back: logging %d delayed record(s) from %s on", redact(self.tracking_uri),
+                            len(self._pending) + 1, what)
+                self._warned = False
 
     def log_metrics(self, metrics: dict, step: int) -> None:
         from mlflow.entities import Metric
