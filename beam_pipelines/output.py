@@ -4,7 +4,9 @@ sees an old metadata file over new shards (or the reverse), and no stale shard s
 
 import contextlib
 import datetime
+import glob
 import json
+import logging
 import os
 import socket
 import uuid
@@ -14,6 +16,8 @@ from apache_beam.io.filesystems import FileSystems
 from foodpipe import s3, schema, uri
 from foodpipe.errors import FoodpipeError
 
+log = logging.getLogger("foodpipe.preprocess")
+
 STAGING_PREFIX = ".staging-"
 LOCK_FILE = ".foodpipe-lock"
 
@@ -22,51 +26,77 @@ def new_staging_dir(output: str) -> str:
     return uri.join(output, f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}")
 
 
-def _top_level_files(directory: str) -> list[str]:
-    """Paths directly inside ``directory`` (S3 globs also match deeper keys; those are dropped)."""
-    pattern = uri.join(directory, "*")
+def _top_level_files(directory: str, settings: s3.S3Settings) -> list[str]:
+    """Paths directly inside ``directory``."""
+    if uri.is_s3(directory):
+        return sorted(s3.list_objects(directory, settings, recursive=False))
     try:
-        matched = FileSystems.match([pattern])[0].metadata_list
+        matched = FileSystems.match([uri.join(directory, "*")])[0].metadata_list
     except Exception:
         return []  # a directory that does not exist yet
-    prefix = directory.rstrip("/") + "/"
-    return sorted(m.path for m in matched if "/" not in m.path[len(prefix):])
+    return sorted(m.path for m in matched)
 
 
 def is_dataset_file(name: str) -> bool:
     return schema.is_shard_name(name) or name in (schema.METADATA_FILE, schema.MANIFEST_FILE, schema.REJECTED_FILE)
 
 
-def read_json(path: str) -> dict:
+def read_json(path: str, settings: s3.S3Settings) -> dict:
+    if uri.is_s3(path):
+        return json.loads(s3.read_object(path, settings))
     with FileSystems.open(path) as f:
         return json.loads(f.read().decode())
 
 
-def write_json(path: str, value: dict) -> None:
+def write_json(path: str, value: dict, settings: s3.S3Settings) -> None:
+    data = json.dumps(value, indent=2, sort_keys=True).encode()
+    if uri.is_s3(path):
+        s3.write_object(path, data, settings)
+        return
     with FileSystems.create(path) as f:
-        f.write(json.dumps(value, indent=2, sort_keys=True).encode())
+        f.write(data)
 
 
-def delete_tree(directory: str) -> None:
-    paths = [directory.rstrip("/") + "/"] if uri.is_s3(directory) else [directory]
-    try:
+def _delete(paths: list[str], settings: s3.S3Settings) -> None:
+    if paths and uri.is_s3(paths[0]):
+        s3.delete_objects(paths, settings)
+    elif paths:
         FileSystems.delete(paths)
-    except Exception:
-        pass  # already gone
 
 
-def commit(staging: str, output: str, files: list[str], metadata: dict) -> None:
+def delete_tree(directory: str, settings: s3.S3Settings) -> None:
+    if uri.is_s3(directory):
+        _delete(list(s3.list_objects(directory, settings)), settings)
+    elif os.path.exists(directory):
+        FileSystems.delete([directory])
+
+
+def commit(staging: str, output: str, files: list[str], metadata: dict, settings: s3.S3Settings) -> None:
     """Replace whatever dataset is at ``output`` with ``files`` from ``staging`` plus ``metadata``."""
     metadata_path = uri.join(output, schema.METADATA_FILE)
-    old = [p for p in _top_level_files(output) if is_dataset_file(p.rsplit("/", 1)[-1])]
+    old = [p for p in _top_level_files(output, settings) if is_dataset_file(p.rsplit("/", 1)[-1])]
     if metadata_path in old:
-        FileSystems.delete([metadata_path])  # from here on the output reads as incomplete
+        _delete([metadata_path], settings)  # from here on the output reads as incomplete
         old.remove(metadata_path)
-    if old:
-        FileSystems.delete(old)
-    FileSystems.rename([uri.join(staging, name) for name in files], [uri.join(output, name) for name in files])
-    write_json(metadata_path, metadata)
-    delete_tree(staging)
+    _delete(old, settings)
+    sources, dests = [uri.join(staging, name) for name in files], [uri.join(output, name) for name in files]
+    if uri.is_s3(output):
+        for source, dest in zip(sources, dests):
+            s3.move_object(source, dest, settings)
+    else:
+        FileSystems.rename(sources, dests)
+    write_json(metadata_path, metadata, settings)
+    for directory in [staging] + _staging_dirs(output, settings):  # the lock holder owns them all
+        delete_tree(directory, settings)
+
+
+def _staging_dirs(output: str, settings: s3.S3Settings) -> list[str]:
+    """Staging folders left under ``output`` by failed runs (their cleanup could not reach the store)."""
+    prefix = uri.join(output, STAGING_PREFIX)
+    if uri.is_s3(output):
+        return sorted({path[:path.index("/", len(prefix))] for path in s3.list_objects(output, settings)
+                       if path.startswith(prefix) and "/" in path[len(prefix):]})
+    return sorted(glob.glob(glob.escape(prefix) + "*"))
 
 
 def _create_exclusively(path: str, body: bytes, settings: s3.S3Settings) -> bool:
@@ -144,5 +174,6 @@ def exclusive(output: str, settings: s3.S3Settings):
     finally:
         try:
             _remove(path, settings)
-        except Exception:  # the store went away: the next run on this host sees the owner is dead
-            pass
+        except Exception as exc:  # the store went away: the next run on this host sees the owner is dead
+            log.warning("preprocess: could not release the lock %s (%s); a run on this host takes it over, "
+                        "elsewhere delete it once no run is writing", path, type(exc).__name__)

@@ -29,17 +29,14 @@ def list_classes(input_uri: str, settings: s3.S3Settings) -> dict[str, int]:
 
 
 def _s3_class_bytes(input_uri: str, settings: s3.S3Settings) -> dict[str, int]:
-    bucket, key = uri.split_s3(input_uri)
-    s3.check_bucket(settings, bucket, f"reading {input_uri}")
-    prefix = f"{key}/images/" if key else "images/"
-    client = settings.boto3_client()
+    s3.check_bucket(settings, uri.split_s3(input_uri)[0], f"reading {input_uri}")
+    root = uri.join(input_uri, "images") + "/"
     sizes: dict[str, int] = {}
     try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                class_name, _, filename = obj["Key"][len(prefix):].partition("/")
-                if filename and class_name not in (".", ".."):  # such keys are rejected by the job
-                    sizes[class_name] = sizes.get(class_name, 0) + obj["Size"]
+        for path, size in s3.list_objects(root, settings).items():
+            class_name, _, filename = path[len(root):].partition("/")
+            if filename and class_name not in (".", ".."):  # such keys are rejected by the job
+                sizes[class_name] = sizes.get(class_name, 0) + size
     except Exception as exc:
         raise s3.describe_error(exc, settings, f"listing {input_uri}") from None
     return sizes

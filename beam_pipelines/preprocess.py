@@ -11,6 +11,7 @@ import argparse
 import datetime
 import logging
 import os
+import re
 import sys
 import time
 
@@ -101,16 +102,52 @@ def check_every_class_written(classes, metadata) -> None:
         raise FoodpipeError(f"no valid images in class(es): {', '.join(empty)} (see rejected.jsonl reasons)")
 
 
-def describe_job_failure(exc: BaseException) -> str:
+# botocore's names for "the S3 server is not there", as they appear in a worker's error text.
+S3_UNREACHABLE = ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError", "ReadTimeoutError")
+
+
+def describe_job_failure(exc: BaseException, settings: s3.S3Settings) -> str:
     """Beam and Dask wrap worker errors in pages of context; keep the root cause's telling line."""
     while exc.__cause__ is not None:
         exc = exc.__cause__
+    if any(name in str(exc) for name in S3_UNREACHABLE):  # a worker lost the store
+        step = re.search(r"\[while running '([^']+)'\]", str(exc))
+        return (f"cannot reach the S3 endpoint {settings.endpoint_url or 'AWS S3'} while running the job"
+                f"{f' (step {step.group(1)})' if step else ''}: is the server running? The output was not changed")
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     telling = [line for line in lines if not line.startswith(("http", "[while running", "File ", "Traceback"))]
     detail = telling[-1] if telling else type(exc).__name__
     if ":" not in detail.split(" ", 1)[0]:
         detail = f"{type(exc).__name__}: {detail}"
     return f"the preprocessing job failed: {detail[:500]}"
+
+
+def publish(config, classes: list[str], staging: str, runner: str, seconds: float,
+            settings: s3.S3Settings) -> dict:
+    """Turns the job's summary into metadata and commits the staged dataset to the output."""
+    try:
+        summary = output.read_json(f"{staging}/{transforms.SUMMARY_FILE}", settings)
+        metadata = build_metadata(config, classes, summary, runner, seconds)
+        check_every_class_written(classes, metadata)
+        files = [s["name"] for s in summary["shards"]] + [schema.MANIFEST_FILE, schema.REJECTED_FILE]
+        output.commit(staging, config.output, files, metadata, settings)
+    except FoodpipeError:
+        raise
+    except Exception as exc:  # the store went away while publishing: metadata.json comes last
+        what = f"publishing {config.output} (not complete, no {schema.METADATA_FILE}: run the job again)"
+        raise (s3.describe_error(exc, settings, what) if uri.is_s3(config.output) else
+               FoodpipeError(f"{type(exc).__name__} while {what}: {exc}")) from None
+    return metadata
+
+
+def remove_staging(staging: str, settings: s3.S3Settings) -> None:
+    """Best effort: a failed job's error matters more than its leftovers, which are only named."""
+    try:
+        output.delete_tree(staging, settings)
+    except Exception as exc:
+        log.warning("preprocess: could not remove the staging folder %s (%s); the next run into this output "
+                    "removes it",
+                    staging, type(exc).__name__)
 
 
 def run(argv=None) -> dict:
@@ -139,15 +176,11 @@ def run(argv=None) -> dict:
             except FoodpipeError:
                 raise
             except Exception as exc:
-                raise FoodpipeError(describe_job_failure(exc)) from None
+                raise FoodpipeError(describe_job_failure(exc, settings)) from None
             seconds = time.monotonic() - started
-            summary = output.read_json(f"{staging}/{transforms.SUMMARY_FILE}")
-            metadata = build_metadata(config, classes, summary, runner, seconds)
-            check_every_class_written(classes, metadata)
-            files = [s["name"] for s in summary["shards"]] + [schema.MANIFEST_FILE, schema.REJECTED_FILE]
-            output.commit(staging, config.output, files, metadata)
+            metadata = publish(config, classes, staging, runner, seconds, settings)
         finally:
-            output.delete_tree(staging)
+            remove_staging(staging, settings)
 
     per_split = ", ".join(f"{name} {metadata['splits'][name]['count']}" for name in schema.SPLITS)
     read = metadata["images"] + metadata["rejected"]

@@ -35,8 +35,7 @@ def write_file(path: str, data: bytes, settings: s3.S3Settings) -> None:
     """Whole-file write. On S3 one PUT through the cached client: Beam's S3 writer fails on an
     empty file (a multipart upload with no parts), and an empty rejected.jsonl is normal."""
     if uri.is_s3(path):
-        bucket, key = uri.split_s3(path)
-        s3.cached_client(settings).put_object(Bucket=bucket, Key=key, Body=data)
+        s3.write_object(path, data, settings)
         return
     with FileSystems.create(path) as f:
         f.write(data)
@@ -89,8 +88,8 @@ class InspectImageFn(beam.DoFn):
         self.rejected = Metrics.counter(NAMESPACE, "images_rejected")
         self.converted = Metrics.counter(NAMESPACE, "images_converted")
 
-    def process(self, metadata):
-        output = self.inspect_file(metadata.path)
+    def process(self, path: str):
+        output = self.inspect_file(path)
         if output is not None:
             yield output
 
@@ -130,19 +129,43 @@ def only(kind):
     return lambda element: [element] if isinstance(element, kind) else []
 
 
+def list_s3_images(images_root: str, settings: s3.S3Settings) -> list[str]:
+    """Every object under ``ROOT/images/`` (deeper keys too: they are rejected with a reason)."""
+    return sorted(s3.list_objects(images_root, settings))
+
+
+class ListImages(beam.PTransform):
+    """The files under ``ROOT/images/``. On S3 through foodpipe's client (bounded retries: Beam's
+    S3 filesystem retries a listing for about ten minutes when the server is gone)."""
+
+    def __init__(self, images_root: str, settings: s3.S3Settings):
+        super().__init__()
+        self.images_root, self.settings = images_root, settings
+
+    def expand(self, pipeline):
+        if uri.is_s3(self.images_root):
+            return (pipeline
+                    | "Root" >> beam.Create([self.images_root])
+                    | "ListObjects" >> beam.FlatMap(list_s3_images, self.settings))
+        return (pipeline
+                | "MatchFiles" >> fileio.MatchFiles(self.images_root + "/*/*")
+                | "Paths" >> beam.Map(lambda metadata: metadata.path))
+
+
 class ReadAndValidate(beam.PTransform):
-    """Matches ``ROOT/images/*/*``; returns ``(accepted ImageRecords, Rejections)``."""
+    """Lists ``ROOT/images/<class>/<file>``; returns ``(accepted ImageRecords, Rejections)``."""
 
     def __init__(self, images_root: str, classes: list[str], min_side: int, max_pixels: int,
                  settings: s3.S3Settings):
         super().__init__()
         self.images_root = images_root
+        self.settings = settings
         self.inspect = InspectImageFn(images_root, classes, min_side, max_pixels, settings)
 
     def expand(self, pipeline):
         inspected = (
             pipeline
-            | "MatchImages" >> fileio.MatchFiles(self.images_root + "/*/*")
+            | "ListImages" >> ListImages(self.images_root, self.settings)
             | "SpreadFiles" >> beam.Reshuffle()  # break fusion so every worker decodes
             | "Inspect" >> beam.ParDo(self.inspect)
         )

@@ -50,9 +50,10 @@ def step(message: str) -> None:
 
 def download_prefix(settings: s3.S3Settings, source: str, destination: str) -> None:
     bucket, prefix = uri.split_s3(source)
-    client = settings.boto3_client()
+    client = s3.cached_client(settings)
     os.makedirs(destination, exist_ok=True)
-    for key in upload.existing_objects(client, bucket, prefix + "/"):
+    for path in s3.list_objects(source, settings):
+        key = path[len(f"s3://{bucket}/"):]
         client.download_file(bucket, key, os.path.join(destination, key[len(prefix) + 1:]))
 
 

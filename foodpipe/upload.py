@@ -48,14 +48,6 @@ def _archive_items(archive: tarfile.TarFile) -> Iterator[UploadItem]:
             yield UploadItem(relative, member.size, lambda data=data: data)
 
 
-def existing_objects(client, bucket: str, prefix: str) -> dict[str, int]:
-    sizes = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            sizes[obj["Key"]] = obj["Size"]
-    return sizes
-
-
 def upload(src: str, dest: str, settings: s3.S3Settings, workers: int = DEFAULT_WORKERS,
            create_bucket: bool = False, show_progress: bool = True) -> dict:
     """Returns ``{"uploaded": n, "skipped": n, "bytes": n}``."""
@@ -70,7 +62,7 @@ def upload(src: str, dest: str, settings: s3.S3Settings, workers: int = DEFAULT_
         _ensure_bucket(client, settings, bucket)
     s3.check_bucket(settings, bucket, f"uploading to {dest}")
     try:
-        present = existing_objects(client, bucket, key_prefix)
+        present = {path[len(f"s3://{bucket}/"):]: size for path, size in s3.list_objects(dest, settings).items()}
     except Exception as exc:  # botocore errors of any kind become one line
         raise s3.describe_error(exc, settings, f"listing {dest}") from None
 

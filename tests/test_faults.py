@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from urllib.parse import urlparse
 
@@ -73,6 +74,48 @@ def test_upload_cut_off_by_an_outage_completes_on_rerun_without_duplicates(s3_en
     proxy.stop()
 
 
+def test_preprocess_cut_off_by_outages_fails_clearly_and_a_rerun_is_complete(raw_on_s3, s3_endpoint, s3_client):
+    """The server goes away at the workers' first image read; on the rerun, at the job's last write
+    (its summary, with every shard staged); the third run finds it back."""
+    proxy = TcpProxy(urlparse(s3_endpoint).port).cut_on(rb"GET /raw/food/images/").start()
+    env = {**os.environ, "AWS_ENDPOINT_URL": proxy.url}
+    args = ["preprocess", "--input", raw_on_s3, "--output", "s3://datasets/cut", "--shard-size-mb", "0.2"]
+    for next_cut in [rb"PUT /datasets/cut/\.staging-\w+/summary\.json", None]:
+        failed = foodpipe(*args, env=env, timeout=300)
+        assert proxy.cut.is_set() and failed.returncode == 2, failed.stderr[-2000:]
+        last = failed.stderr.strip().splitlines()[-1]
+        assert last.startswith("foodpipe preprocess: error: cannot reach the S3 endpoint") and "running the job" in last
+        assert "cut/metadata.json" not in objects(s3_client, "datasets", "cut/")  # never looks complete
+        if next_cut:
+            proxy.cut_on(next_cut)
+        proxy.start()  # back
+
+    assert any("/.staging-" in key for key in objects(s3_client, "datasets", "cut/"))  # the failed run's shards
+    again = foodpipe(*args, env=env)
+    proxy.stop()
+    assert again.returncode == 0, again.stderr[-2000:]
+    metadata = json.loads(s3_client.get_object(Bucket="datasets", Key="cut/metadata.json")["Body"].read())
+    shards = [shard for split in metadata["splits"].values() for shard in split["shards"]]
+    # One run's files and nothing else: no staging folder, lock or shard left by the failed runs.
+    assert set(objects(s3_client, "datasets", "cut/")) == {
+        f"cut/{name}" for name in shards + ["metadata.json", "manifest.parquet", "rejected.jsonl"]}
+    ids = [record_id for shard in shards for record_id in shard_ids(s3_client, f"cut/{shard}")]
+    assert len(ids) == len(set(ids)) == metadata["images"] == 48
+
+
+def shard_ids(client, key: str) -> list[str]:
+    import tensorflow as tf
+
+    from foodpipe import schema
+
+    data = client.get_object(Bucket="datasets", Key=key)["Body"].read()
+    with tempfile.NamedTemporaryFile(suffix=".tfrecord") as f:
+        f.write(data)
+        f.flush()
+        return [tf.io.parse_single_example(r, schema.feature_spec())[schema.IMAGE_ID].numpy().decode()
+                for r in tf.data.TFRecordDataset(f.name)]
+
+
 def test_a_second_preprocess_into_the_same_output_refuses(raw_dataset, tmp_path):
     out = str(tmp_path / "dataset")
     first = start(["preprocess", "--input", raw_dataset, "--output", out], os.environ.copy())
@@ -90,6 +133,16 @@ def test_a_second_preprocess_into_the_same_output_refuses(raw_dataset, tmp_path)
     names = set(os.listdir(out))
     shards = {shard for split in metadata["splits"].values() for shard in split["shards"]}
     assert {n for n in names if n.endswith(".tfrecord")} == shards  # one run's shards, nothing mixed
+
+
+def test_commit_removes_staging_folders_left_by_failed_runs(tmp_path):
+    out = tmp_path / "ds"
+    for name in (".staging-dead00000000", ".staging-live00000000"):
+        (out / name).mkdir(parents=True)
+        (out / name / "manifest.parquet").write_bytes(name.encode())
+    output.commit(str(out / ".staging-live00000000"), str(out), ["manifest.parquet"], {"images": 0}, s3.S3Settings())
+    assert sorted(os.listdir(out)) == ["manifest.parquet", "metadata.json"]
+    assert (out / "manifest.parquet").read_bytes() == b".staging-live00000000"
 
 
 def test_the_output_lock_on_s3_admits_one_holder(s3_endpoint, s3_client):
