@@ -7,6 +7,7 @@ benchmark. It reads what the Beam job wrote (local or ``s3://``)::
            -> batch -> prefetch
 """
 
+import hashlib
 import json
 
 import tensorflow as tf
@@ -21,19 +22,25 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 def load_metadata(data_uri: str) -> dict:
     """The dataset's ``metadata.json``; its absence means the dataset is incomplete."""
+    return load_metadata_and_digest(data_uri)[0]
+
+
+def load_metadata_and_digest(data_uri: str) -> tuple[dict, str]:
+    """``(metadata, SHA-256 of the metadata.json file)``, from one read."""
     filesystem.ensure_readable(data_uri)
     path = uri.join(data_uri, schema.METADATA_FILE)
     try:
         if not tf.io.gfile.exists(path):
             raise FoodpipeError(f"dataset incomplete: no {schema.METADATA_FILE} at {data_uri}")
         with tf.io.gfile.GFile(path, "rb") as f:
-            metadata = json.loads(f.read())
+            data = f.read()
     except tf.errors.OpError as exc:
         raise FoodpipeError(f"cannot read {path}: {exc.message.splitlines()[0]}") from None
+    metadata = json.loads(data)
     if metadata.get("schema_version") != schema.SCHEMA_VERSION:
         raise FoodpipeError(f"{path} has schema_version {metadata.get('schema_version')}, "
                             f"this foodpipe reads {schema.SCHEMA_VERSION}")
-    return metadata
+    return metadata, hashlib.sha256(data).hexdigest()
 
 
 def shard_paths(data_uri: str, metadata: dict, split: str) -> list[str]:

@@ -22,8 +22,9 @@ from trainer.train import predict_split
 MLFLOW_SCHEMES = ("runs:/", "models:/")
 
 
-def load_model(model_uri: str, tracking_uri: str | None = None):
-    """The serving model behind ``model_uri``; a one-line error if there is none."""
+def load_model(model_uri: str, tracking_uri: str | None = None, client=None):
+    """The serving model behind ``model_uri``; a one-line error if there is none. ``client``: an
+    already connected MLflow client, for a caller that needs one anyway."""
     import keras
 
     warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
@@ -34,7 +35,7 @@ def load_model(model_uri: str, tracking_uri: str | None = None):
             model = keras.saving.load_model(model_uri, safe_mode=True)
         else:
             if model_uri.startswith(MLFLOW_SCHEMES):
-                tracking.connect(tracking.chosen_uri(tracking_uri))
+                client = client or tracking.connect(tracking.chosen_uri(tracking_uri))
             elif uri.is_s3(model_uri):
                 settings = s3.S3Settings.from_env()
                 if settings.endpoint_url:
@@ -75,7 +76,8 @@ def cross_entropy(labels: np.ndarray, probabilities: np.ndarray) -> float:
 
 def evaluate(model_uri: str, data_uri: str, split: str = "test", batch_size: int = 64,
              tracking_uri: str | None = None) -> dict:
-    model = load_model(model_uri, tracking_uri)
+    client = tracking.connect(tracking.chosen_uri(tracking_uri)) if model_uri.startswith(MLFLOW_SCHEMES) else None
+    model = load_model(model_uri, tracking_uri, client)
     preprocess, classifier = serving.parts(model)
     metadata = pipeline.load_metadata(data_uri)
     if metadata["classes"] != preprocess.class_names:
@@ -90,10 +92,9 @@ def evaluate(model_uri: str, data_uri: str, split: str = "test", batch_size: int
         raise pipeline.explain_data_loss(data_uri, split, metadata) from None
     result = {"accuracy": float((probabilities.argmax(axis=1) == labels).mean()),
               "loss": cross_entropy(labels, probabilities), "count": int(len(labels))}
-    if model_uri.startswith(MLFLOW_SCHEMES):
+    if client is not None:
         from mlflow.entities import Metric
 
-        client = tracking.connect(tracking.chosen_uri(tracking_uri))
         run_id = run_of(model_uri, client)
         if run_id:
             metrics = [Metric(f"{split}_{key}", float(value), 0, 0) for key, value in result.items()]

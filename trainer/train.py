@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 import models
-from foodpipe import schema, uri
+from foodpipe import schema
 from foodpipe.errors import FoodpipeError
 from tfdata import filesystem, pipeline
 from tfdata.config import InputConfig
@@ -64,11 +64,6 @@ def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.optimizer.build(model.trainable_variables)  # here, in the strategy's scope, not inside a step
     return model
-
-
-def metadata_digest(data_uri: str) -> str:
-    with tf.io.gfile.GFile(uri.join(data_uri, schema.METADATA_FILE), "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def weights_digest(model: keras.Model) -> str:
@@ -167,7 +162,7 @@ def train_and_evaluate(config: TrainConfig, writer=None) -> dict:
           f"{'' if chief else ' (worker, not chief)'}", flush=True)
     keras.utils.set_random_seed(config.seed)
 
-    metadata = pipeline.load_metadata(config.data)
+    metadata, metadata_sha256 = pipeline.load_metadata_and_digest(config.data)
     inputs = input_config(config)
     counts = {split: metadata["splits"][split]["count"] for split in ("train", "val")}
     for split in counts:
@@ -184,7 +179,7 @@ def train_and_evaluate(config: TrainConfig, writer=None) -> dict:
     history = state["extra"].get("history", {}) if state else {}
     if state:
         print(f"Resumed from epoch {initial_epoch} ({config.checkpoint_dir})", flush=True)
-    params = {**config.params(), "dataset_metadata_sha256": metadata_digest(config.data)}
+    params = {**config.params(), "dataset_metadata_sha256": metadata_sha256}
     run_id = writer.start(params, run_tags(strategy), run_id=state["extra"].get("run_id") if state else None)
 
     multi_worker = strategies.cluster_size() > 1
