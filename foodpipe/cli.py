@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 
 from foodpipe import logs
 from foodpipe.errors import FoodpipeError
@@ -225,6 +226,9 @@ def run_command(argv=None) -> int:
     except KeyboardInterrupt:
         print("foodpipe: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # a bug: the traceback, then exit 1 deliberately (see exit_now)
+        print(logs.redact(traceback.format_exc()), file=sys.stderr, end="")
+        return 1
 
 
 def main() -> None:
