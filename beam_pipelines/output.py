@@ -123,18 +123,14 @@ def _create_exclusively(path: str, body: bytes, settings: s3.S3Settings) -> bool
 
 def _remove(path: str, settings: s3.S3Settings) -> None:
     if uri.is_s3(path):
-        bucket, key = uri.split_s3(path)
-        s3.cached_client(settings).delete_object(Bucket=bucket, Key=key)
+        s3.delete_objects([path], settings)
     elif os.path.exists(path):
         os.remove(path)
 
 
 def _read_lock(path: str, settings: s3.S3Settings) -> dict | None:
     try:
-        if uri.is_s3(path):
-            return json.loads(s3.read_object(path, settings))
-        with open(path) as f:
-            return json.load(f)
+        return read_json(path, settings)
     except Exception:  # gone meanwhile, or not ours to parse
         return None
 

@@ -146,8 +146,7 @@ def remove_staging(staging: str, settings: s3.S3Settings) -> None:
         output.delete_tree(staging, settings)
     except Exception as exc:
         log.warning("preprocess: could not remove the staging folder %s (%s); the next run into this output "
-                    "removes it",
-                    staging, type(exc).__name__)
+                    "removes it", staging, type(exc).__name__)
 
 
 def run(argv=None) -> dict:

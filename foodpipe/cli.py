@@ -1,5 +1,6 @@
 """The ``foodpipe`` command. Each subcommand parses its flags into a typed config and calls one
-function; a ``FoodpipeError`` becomes a one-line message and a non-zero exit, never a traceback."""
+function; a ``FoodpipeError`` becomes a one-line message and exit code 2, never a traceback (only
+an unexpected exception, a bug, prints one, redacted, and exits 1)."""
 
 import argparse
 import json

@@ -53,7 +53,7 @@ def download_prefix(settings: s3.S3Settings, source: str, destination: str) -> N
     client = s3.cached_client(settings)
     os.makedirs(destination, exist_ok=True)
     for path in s3.list_objects(source, settings):
-        key = path[len(f"s3://{bucket}/"):]
+        key = uri.split_s3(path)[1]
         client.download_file(bucket, key, os.path.join(destination, key[len(prefix) + 1:]))
 
 

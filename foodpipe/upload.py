@@ -62,7 +62,7 @@ def upload(src: str, dest: str, settings: s3.S3Settings, workers: int = DEFAULT_
         _ensure_bucket(client, settings, bucket)
     s3.check_bucket(settings, bucket, f"uploading to {dest}")
     try:
-        present = {path[len(f"s3://{bucket}/"):]: size for path, size in s3.list_objects(dest, settings).items()}
+        present = {uri.split_s3(path)[1]: size for path, size in s3.list_objects(dest, settings).items()}
     except Exception as exc:  # botocore errors of any kind become one line
         raise s3.describe_error(exc, settings, f"listing {dest}") from None
 

@@ -35,7 +35,8 @@ def load_model(model_uri: str, tracking_uri: str | None = None, client=None):
             model = keras.saving.load_model(model_uri, safe_mode=True)
         else:
             if model_uri.startswith(MLFLOW_SCHEMES):
-                client = client or tracking.connect(tracking.chosen_uri(tracking_uri))
+                if client is None:  # loading needs the tracking server set and answering
+                    tracking.connect(tracking.chosen_uri(tracking_uri))
             elif uri.is_s3(model_uri):
                 settings = s3.S3Settings.from_env()
                 if settings.endpoint_url:
