@@ -90,7 +90,9 @@ def bench_input(args) -> dict:
     if not args.data:
         raise FoodpipeError("bench input needs --data")
     s3.S3Settings.from_env(args.s3_endpoint).apply_to_environment()
-    config = InputConfig(image_size=args.image_size, batch_size=args.batch_size)
+    # Every augmentation on, whatever the trainer's defaults: the benchmark times the costliest train view.
+    config = InputConfig(image_size=args.image_size, batch_size=args.batch_size, flip=True, rotate_degrees=15.0,
+                         brightness_contrast=0.2, noise_std=8.0, blur=True)
     return bench.run(args.data, config, images=args.images, seed_images=args.seed_images)
 
 

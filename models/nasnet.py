@@ -4,6 +4,10 @@
 for machines without internet (Keras' ``NASNet-mobile-no-top.h5``). ``freeze_fraction`` of the
 base's layers, counted from the input, are frozen; a frozen BatchNormalization runs in inference
 mode (Keras does this for ``trainable = False``), so fine-tuning never disturbs its statistics.
+
+The first layer scales the uint8 pixels: to ``[-1, 1]`` with pretrained weights (what ImageNet's
+NASNetMobile was trained on, Keras' ``nasnet.preprocess_input``), with the dataset's ``pixel_stats``
+when trained from scratch.
 """
 
 import os
@@ -14,7 +18,8 @@ from models import blocks
 
 
 def build_nasnet(num_classes: int, image_size: int, weights: str | None = None, freeze_fraction: float = 0.0,
-                 dense_units: int = 256, dropout: float = 0.5, leaky_slope: float = 0.1) -> keras.Model:
+                 dense_units: int = 256, dropout: float = 0.5, leaky_slope: float = 0.1,
+                 pixel_stats: tuple | None = None) -> keras.Model:
     blocks.check_common(num_classes, image_size, dense_units, dropout, leaky_slope, min_image_size=32)
     if not 0 <= freeze_fraction <= 1:
         raise ValueError(f"freeze_fraction must be in [0, 1], got {freeze_fraction!r}")
@@ -23,8 +28,10 @@ def build_nasnet(num_classes: int, image_size: int, weights: str | None = None, 
         raise ValueError(f"weights must be 'imagenet', None or an existing file, got {weights!r}")
 
     image = blocks.inputs(image_size)
+    # Pretrained weights expect the input scaling they were trained with; from scratch, the dataset's.
+    scaled = blocks.apply_input_scaling(image, None if weights else pixel_stats)
     base = keras.applications.NASNetMobile(
-        include_top=False, weights=None if local_weights else weights, input_tensor=image,
+        include_top=False, weights=None if local_weights else weights, input_tensor=scaled,
         input_shape=(image_size, image_size, 3))
     if local_weights:
         base.load_weights(weights)

@@ -22,7 +22,7 @@ def resnet_parameters(num_classes, num_blocks, filters, dense_units):
 def test_resnet_shapes_and_parameter_count(image_size, num_blocks, filters):
     model = models.build("resnet", num_classes=5, image_size=image_size, num_blocks=num_blocks, filters=filters,
                          dense_units=16)
-    probabilities = model.predict(np.zeros((2, image_size, image_size, 3), np.float32), verbose=0)
+    probabilities = model.predict(np.zeros((2, image_size, image_size, 3), np.uint8), verbose=0)
     assert probabilities.shape == (2, 5)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
     assert model.count_params() == resnet_parameters(5, num_blocks, filters, 16)
@@ -30,9 +30,10 @@ def test_resnet_shapes_and_parameter_count(image_size, num_blocks, filters):
 
 def test_nasnet_freezes_a_fraction_and_keeps_frozen_batchnorm_in_inference_mode():
     model = models.build("nasnet", num_classes=3, image_size=32, weights=None, freeze_fraction=0.5, dense_units=8)
-    x = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype(np.float32)
+    x = np.random.default_rng(0).integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
     assert model(x).shape == (4, 3)
-    base_layers = [layer for layer in model.layers if not layer.name.startswith(("head_", "probabilities", "image"))]
+    base_layers = [layer for layer in model.layers
+                   if not layer.name.startswith(("head_", "probabilities", "image", "scaling"))]
     frozen = [layer for layer in base_layers if not layer.trainable]
     assert abs(len(frozen) - len(base_layers) // 2) <= 1
     batchnorms = [layer for layer in base_layers if layer.__class__.__name__ == "BatchNormalization"]
@@ -42,6 +43,45 @@ def test_nasnet_freezes_a_fraction_and_keeps_frozen_batchnorm_in_inference_mode(
     model(x, training=True)
     np.testing.assert_array_equal(frozen_bn.moving_mean.numpy(), before[0])
     assert not np.array_equal(trained_bn.moving_mean.numpy(), before[1])
+
+
+def scaled_input(model, pixels):
+    import keras
+
+    return keras.Model(model.input, model.get_layer("scaling").output)(pixels).numpy()
+
+
+@pytest.mark.parametrize("name", ["resnet", "nasnet"])
+def test_first_layer_scales_uint8_pixels_with_the_dataset_statistics(name, tmp_path):
+    import keras
+
+    mean, std = [120.0, 110.0, 100.0], [50.0, 60.0, 70.0]
+    model = models.build(name, num_classes=3, image_size=32, pixel_stats=(mean, std), weights=None, dense_units=8) \
+        if name == "nasnet" else models.build(name, num_classes=3, image_size=32, pixel_stats=(mean, std),
+                                              num_blocks=2, filters=4, dense_units=8)
+    pixels = np.random.default_rng(1).integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)
+    np.testing.assert_allclose(scaled_input(model, pixels), (pixels - np.array(mean)) / np.array(std), atol=1e-4)
+    model.save(tmp_path / "m.keras")  # the statistics travel with the model
+    reloaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(scaled_input(reloaded, pixels), (pixels - np.array(mean)) / np.array(std), atol=1e-4)
+
+
+def test_pretrained_nasnet_gets_the_scaling_its_weights_expect(tmp_path):
+    """ImageNet NASNetMobile was trained on pixels in [-1, 1] (Keras' nasnet.preprocess_input)."""
+    import keras
+
+    scratch = models.build("nasnet", num_classes=3, image_size=32, weights=None, dense_units=8)
+    base = keras.Model(scratch.input, scratch.get_layer("normal_concat_12").output)
+    weights = str(tmp_path / "nasnet-no-top.weights.h5")
+    base.save_weights(weights)  # stands in for Keras' NASNet-mobile-no-top.h5 (no download here)
+    pretrained = models.build("nasnet", num_classes=3, image_size=32, weights=weights, dense_units=8,
+                              pixel_stats=([120.0] * 3, [50.0] * 3))
+    pixels = np.array([[[[0, 127, 255]]]], np.uint8).repeat(32, 1).repeat(32, 2)
+    np.testing.assert_allclose(scaled_input(pretrained, pixels)[0, 0, 0], [-1, 127 / 127.5 - 1, 1], atol=1e-6)
+    from keras.applications import nasnet
+
+    np.testing.assert_allclose(scaled_input(pretrained, pixels), nasnet.preprocess_input(pixels.astype("float32")),
+                               atol=1e-6)
 
 
 @pytest.mark.parametrize("name,kwargs,quoted", [

@@ -37,29 +37,39 @@ def collect(ds):
     return np.concatenate(images), np.concatenate(labels)
 
 
-def test_eval_pipeline_round_trips_labels_and_pixels(dataset):
-    metadata = pipeline.load_metadata(dataset)
-    in_shard_order = dataclasses.replace(SMALL, cycle_length=1)
+def framed_with_pillow(source: Image.Image, framing: str, size: int, crop_fraction: float) -> np.ndarray:
+    """What ``framing`` should show of ``source``, by Pillow: an independent reference."""
+    if framing == "crop":
+        side = int(min(source.size) * crop_fraction)
+        left, top = (source.size[0] - side) // 2, (source.size[1] - side) // 2
+        return np.asarray(source.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR))
+    if framing == "squash":
+        return np.asarray(source.resize((size, size), Image.BILINEAR))
+    scale = size / max(source.size)
+    fitted = source.resize((round(source.size[0] * scale), round(source.size[1] * scale)), Image.BILINEAR)
+    canvas = Image.new("RGB", (size, size))
+    canvas.paste(fitted, ((size - fitted.size[0]) // 2, (size - fitted.size[1]) // 2))
+    return np.asarray(canvas)
+
+
+@pytest.mark.parametrize("framing", ["squash", "pad", "crop"])
+def test_eval_pipeline_round_trips_labels_and_frames_pixels(dataset, framing):
+    in_shard_order = dataclasses.replace(SMALL, cycle_length=1, framing=framing)
     images, labels = collect(pipeline.make_dataset(dataset, "val", in_shard_order))
     manifest = [r for r in pq.read_table(os.path.join(dataset, schema.MANIFEST_FILE)).to_pylist() if r["split"] == "val"]
-    assert images.shape == (len(manifest), 64, 64, 3) and images.dtype == np.float32
+    assert images.shape == (len(manifest), 64, 64, 3) and images.dtype == np.uint8
     # Records come in shard order, deterministically: match them to the manifest through the shards.
     _, examples = __import__("tests.conftest", fromlist=["x"]).read_local_dataset(dataset)
     val = [e for e in examples if e["split"] == "val"]
     assert labels.tolist() == [e[schema.LABEL] for e in val]
-    mean, std = np.array(metadata["stats"]["mean"]), np.array(metadata["stats"]["std"])
     for image, example in zip(images, val):
         source = Image.open(io.BytesIO(example[schema.ENCODED])).convert("RGB")
-        side = int(min(source.size) * SMALL.eval_crop_fraction)
-        left, top = (source.size[0] - side) // 2, (source.size[1] - side) // 2
-        expected = np.asarray(source.crop((left, top, left + side, top + side)).resize((64, 64), Image.BILINEAR),
-                              np.float64)
-        restored = image * std + mean
-        # TF's and Pillow's resize filters differ in detail; a wrong crop, flip or channel order
+        expected = framed_with_pillow(source, framing, 64, SMALL.eval_crop_fraction).astype(np.float64)
+        # TF's and Pillow's resize filters differ in detail; a wrong window, flip or channel order
         # would destroy the correlation, a filter difference does not.
         for channel in range(3):
-            assert np.corrcoef(restored[..., channel].ravel(), expected[..., channel].ravel())[0, 1] > 0.8
-        assert abs(restored.mean() - expected.mean()) < 3
+            assert np.corrcoef(image[..., channel].ravel(), expected[..., channel].ravel())[0, 1] > 0.8
+        assert abs(image.mean() - expected.mean()) < 3
 
 
 def test_eval_is_deterministic_and_train_is_not(dataset):
@@ -70,25 +80,58 @@ def test_eval_is_deterministic_and_train_is_not(dataset):
     train = pipeline.make_dataset(dataset, "train", SMALL)
     one, _ = collect(train)
     two, _ = collect(train)
-    assert one.shape == two.shape == (36, 64, 64, 3)
+    assert one.shape == two.shape == (36, 64, 64, 3) and one.dtype == np.uint8
     assert not np.array_equal(one, two)
-    assert abs(one.mean()) < 0.5 and 0.5 < one.std() < 1.5  # standardized with the train statistics
+    mean = np.mean(pipeline.load_metadata(dataset)["stats"]["mean"])
+    assert abs(one.mean() - mean) < 20  # raw pixels: the model's first layer scales them
 
 
-def test_augmentation_switches_and_probability(dataset):
-    plain = InputConfig(image_size=64, batch_size=8, crop_area=(1.0, 1.0), crop_aspect=(0.01, 100.0)) \
+def test_train_view_at_full_area_without_augmentation_is_the_eval_view(dataset):
+    """One framing: a train view that is not randomized shows exactly what eval and serving show."""
+    plain = dataclasses.replace(SMALL, cycle_length=1, crop_area=(1.0, 1.0), crop_aspect=(1.0, 1.0)) \
         .without_augmentation()
+    train, train_labels = collect(pipeline.make_dataset(dataset, "val", plain, training=True))
+    evaluated, eval_labels = collect(pipeline.make_dataset(dataset, "val", plain, training=False))
+    order = lambda images, labels: sorted(zip(labels.tolist(), (i.tobytes() for i in images)))  # noqa: E731
+    assert order(train, train_labels) == order(evaluated, eval_labels)
+
+
+@pytest.mark.parametrize("framing", ["squash", "crop"])
+@pytest.mark.parametrize("shape", [(100, 200), (300, 150), (64, 64)])
+def test_random_window_is_a_random_version_of_the_eval_window(framing, shape):
+    config = InputConfig(framing=framing, crop_area=(0.5, 1.0), crop_aspect=(3 / 4, 4 / 3))
+    eval_h, eval_w = pipeline.eval_window(tf.constant(shape), framing, config.eval_crop_fraction).numpy()[2:]
+    tf.random.set_seed(1)
+    windows = np.array([pipeline.random_window(tf.constant(shape), config).numpy() for _ in range(200)])
+    y, x, h, w = windows.T
+    assert (y >= 0).all() and (x >= 0).all() and (y + h <= shape[0]).all() and (x + w <= shape[1]).all()
+    area = h * w / (eval_h * eval_w)
+    assert area.min() > 0.5 * 0.9 and area.max() <= 1.0 + 0.05  # windows are clipped to the image
+    stretch = (w / h) / (eval_w / eval_h)
+    assert stretch.min() > 3 / 4 * 0.95 and stretch.max() < 4 / 3 * 1.05
+    assert len(set(map(tuple, windows))) > 100  # random: position, size and shape vary
+    fixed = dataclasses.replace(config, crop_area=(1.0, 1.0), crop_aspect=(1.0, 1.0))
+    same_size = pipeline.random_window(tf.constant(shape), fixed).numpy()[2:]
+    assert same_size.tolist() == [eval_h, eval_w]
+
+
+def test_augmentation_switches_and_probability():
+    plain = InputConfig(image_size=64, batch_size=8).without_augmentation()
     assert not plain.any_augmentation
-    augmenter = augment.Augmenter(plain, [100, 110, 120], [50, 60, 70])
     batch = np.random.default_rng(0).integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
-    np.testing.assert_allclose(augmenter(batch), augment.scale_numpy(batch, np.float32([100, 110, 120]),
-                                                                    np.float32([50, 60, 70])), rtol=1e-5, atol=1e-5)
+    augmented = augment.Augmenter(plain)(batch)
+    assert augmented.dtype == np.uint8
+    np.testing.assert_array_equal(augmented, batch)
     noisy = augment.Augmenter(InputConfig(noise_std=8.0, augment_probability=1.0, flip=False, rotate_degrees=0,
-                                          brightness_contrast=0, blur=False), [0, 0, 0], [1, 1, 1])
-    assert 6 < float(np.std(noisy(batch) - batch.astype(np.float32))) < 10
+                                          brightness_contrast=0, blur=False))
+    assert 6 < float(np.std(noisy(batch).astype(np.float32) - batch)) < 10
+    flipped = augment.Augmenter(InputConfig(flip=True, rotate_degrees=0, brightness_contrast=0, blur=False))
+    out = flipped(np.repeat(batch, 16, axis=0))
+    mirrored = [np.array_equal(o, b[:, ::-1]) for o, b in zip(out, np.repeat(batch, 16, axis=0))]
+    assert 16 < sum(mirrored) < 48  # about half of 64
 
 
-def test_scaling_kernels_equal_their_numpy_references():
+def test_kernels_equal_their_numpy_references():
     rng = np.random.default_rng(3)
     image = rng.integers(0, 256, size=(17, 23, 3), dtype=np.uint8)
     mean, std = np.float32([120.5, 110.25, 99.0]), np.float32([55.0, 60.5, 70.25])
@@ -97,11 +140,14 @@ def test_scaling_kernels_equal_their_numpy_references():
                                rtol=1e-5, atol=1e-5)
     table = rng.standard_normal(1000).astype(np.float32)
     for flip, alpha, beta, offset, sigma in [(False, 1, 0, 0, 0), (True, 1.2, -30, 990, 8), (True, 0.8, 40, 5, 3)]:
-        out = np.empty(image.shape, np.float32)
-        augment.augment_scale_kernel(image, flip, np.float32(alpha), np.float32(beta), table, offset,
-                                     np.float32(sigma), mean, inv_std, out)
-        expected = augment.augment_scale_numpy(image, flip, alpha, beta, table, offset, sigma, mean, inv_std)
-        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+        out = np.empty(image.shape, np.uint8)
+        augment.augment_kernel(image, flip, np.float32(alpha), np.float32(beta), table, offset, np.float32(sigma),
+                               out)
+        expected = augment.augment_numpy(image, flip, np.float32(alpha), np.float32(beta), table, offset,
+                                         np.float32(sigma))
+        assert np.abs(out.astype(int) - expected).max() <= 1 and (out == expected).mean() > 0.99
+        if (alpha, beta, sigma) == (1, 0, 0):
+            np.testing.assert_array_equal(out, image)
 
 
 def image_hashes(ds):
@@ -132,6 +178,27 @@ def test_per_replica_batch(dataset):
     context = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0, num_replicas_in_sync=4)
     images, _ = next(iter(pipeline.make_dataset(dataset, "train", SMALL, context)))
     assert images.shape[0] == SMALL.batch_size // 4
+
+
+@pytest.mark.parametrize("multiple", [1, 7, 16])
+def test_eval_padding_fills_the_split_to_a_multiple_with_weightless_blanks(dataset, multiple):
+    count = pipeline.load_metadata(dataset)["splits"]["val"]["count"]
+    images, labels = collect(pipeline.make_dataset(dataset, "val", SMALL, pad_to_multiple=multiple))
+    assert len(labels) % multiple == 0 and len(labels) - multiple < count <= len(labels)
+    assert (labels[:count] >= 0).all() and (labels[count:] == pipeline.PADDING_LABEL).all()
+    assert not images[count:].any()
+    plain, plain_labels = collect(pipeline.make_dataset(dataset, "val", SMALL))
+    np.testing.assert_array_equal(images[:count], plain)
+    np.testing.assert_array_equal(labels[:count], plain_labels)
+
+
+def test_repeated_train_batches_are_all_full(dataset):
+    count = pipeline.load_metadata(dataset)["splits"]["train"]["count"]
+    batch = 5 if count % 5 else 7
+    assert count % batch  # an endless stream, batched: no partial batch at an epoch's end
+    sizes = [len(y) for _, y in pipeline.make_dataset(dataset, "train", dataclasses.replace(SMALL, batch_size=batch),
+                                                      repeat=True).take(3 * count // batch)]
+    assert set(sizes) == {batch}
 
 
 def copy_dataset(source, destination):

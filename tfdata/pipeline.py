@@ -2,13 +2,14 @@
 benchmark. It reads what the Beam job wrote (local or ``s3://``)::
 
     shards -> interleaved TFRecord reads -> [train: shuffle] -> parse -> decode
-           -> [train: random-resized crop + albumentations/Numba augmentation + scaling]
-           -> [eval: centre crop + scaling, the same function the serving model uses]
+           -> [train: a random window (random_window) + albumentations/Numba augmentation]
+           -> [eval: the eval window, the same function the serving model uses]
            -> batch -> prefetch
 """
 
 import hashlib
 import json
+import math
 
 import tensorflow as tf
 
@@ -57,44 +58,55 @@ def parse(record):
     return features[schema.ENCODED], features[schema.LABEL]
 
 
-def central_crop_window(shape, fraction: float):
-    """``[y, x, h, w]`` of a centred square of ``fraction`` times the shorter side."""
+def eval_window(shape, framing: str, crop_fraction: float):
+    """``[y, x, h, w]`` of what the model sees of an image of ``shape``: the whole image, or for
+    framing ``crop`` a centred square of ``crop_fraction`` times the shorter side."""
     height, width = shape[0], shape[1]
-    side = tf.maximum(1, tf.cast(tf.cast(tf.minimum(height, width), tf.float32) * fraction, tf.int32))
+    if framing != "crop":
+        return tf.stack([0, 0, height, width])
+    side = tf.maximum(1, tf.cast(tf.cast(tf.minimum(height, width), tf.float32) * crop_fraction, tf.int32))
     return tf.stack([(height - side) // 2, (width - side) // 2, side, side])
 
 
-def decode_eval_image(encoded, image_size: int, crop_fraction: float):
-    """Centre crop decoded straight from the JPEG, resized: float32 in 0-255. Deterministic."""
-    window = central_crop_window(tf.image.extract_jpeg_shape(encoded), crop_fraction)
-    image = tf.image.decode_and_crop_jpeg(encoded, window, channels=3)
-    return tf.image.resize(image, [image_size, image_size])
+def random_window(shape, config: InputConfig):
+    """``[y, x, h, w]``: the train view's random version of ``eval_window``.
+
+    Its area is ``config.crop_area`` times the eval window's and its aspect ratio the eval window's
+    times a factor drawn log-uniformly from ``config.crop_aspect``; it lies anywhere in the image.
+    At area 1 and factor 1 it is the eval window, moved: train and eval frame images alike.
+    """
+    height, width = shape[0], shape[1]
+    base = tf.cast(eval_window(shape, config.framing, config.eval_crop_fraction)[2:], tf.float32)
+    area = tf.random.uniform([], *config.crop_area)
+    log_low, log_high = math.log(config.crop_aspect[0]), math.log(config.crop_aspect[1])
+    stretch = tf.exp(tf.random.uniform([], log_low, log_high)) if log_high > log_low else tf.constant(1.0)
+    window_h = tf.clip_by_value(tf.cast(tf.round(base[0] * tf.sqrt(area / stretch)), tf.int32), 1, height)
+    window_w = tf.clip_by_value(tf.cast(tf.round(base[1] * tf.sqrt(area * stretch)), tf.int32), 1, width)
+    y = tf.random.uniform([], 0, height - window_h + 1, dtype=tf.int32)
+    x = tf.random.uniform([], 0, width - window_w + 1, dtype=tf.int32)
+    return tf.stack([y, x, window_h, window_w])
 
 
-def standardize(image, mean, std):
-    """Standard scaling with the dataset's train statistics, in TensorFlow ops (serving-safe)."""
-    return (tf.cast(image, tf.float32) - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+def frame(window_pixels, image_size: int, framing: str):
+    """A window's pixels -> the model's uint8 ``image_size`` square (squashed, or padded for ``pad``)."""
+    if framing == "pad":
+        image = tf.image.resize_with_pad(window_pixels, image_size, image_size)
+    else:
+        image = tf.image.resize(window_pixels, [image_size, image_size])
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
-def preprocess_eval_image(encoded, image_size: int, crop_fraction: float, mean, std):
-    """Raw JPEG bytes -> model input. Eval and the exported serving model both use exactly this."""
-    return standardize(decode_eval_image(encoded, image_size, crop_fraction), mean, std)
+def preprocess_eval_image(encoded, image_size: int, framing: str, crop_fraction: float):
+    """Raw JPEG bytes -> the model's uint8 input. Eval, the serving model and ``predict`` all use
+    exactly this; only the window's pixels are decoded. Deterministic."""
+    window = eval_window(tf.image.extract_jpeg_shape(encoded), framing, crop_fraction)
+    return frame(tf.image.decode_and_crop_jpeg(encoded, window, channels=3), image_size, framing)
 
 
 def decode_train_image(encoded, config: InputConfig):
-    """A random-resized crop, decoding only the crop window: uint8 ``image_size`` square."""
-    begin, size, _ = tf.image.sample_distorted_bounding_box(
-        tf.image.extract_jpeg_shape(encoded),
-        bounding_boxes=tf.zeros([1, 0, 4]),
-        area_range=config.crop_area,
-        aspect_ratio_range=config.crop_aspect,
-        max_attempts=10,
-        use_image_if_no_bounding_boxes=True,
-    )
-    window = tf.stack([begin[0], begin[1], size[0], size[1]])
-    image = tf.image.decode_and_crop_jpeg(encoded, window, channels=3)
-    image = tf.image.resize(image, [config.image_size, config.image_size])
-    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    """The train view: ``preprocess_eval_image`` with ``random_window`` instead of the eval window."""
+    window = random_window(tf.image.extract_jpeg_shape(encoded), config)
+    return frame(tf.image.decode_and_crop_jpeg(encoded, window, channels=3), config.image_size, config.framing)
 
 
 def read_shard(path, config: InputConfig):
@@ -102,15 +114,21 @@ def read_shard(path, config: InputConfig):
     return records.ignore_errors(log_warning=True) if config.skip_corrupt else records
 
 
+PADDING_LABEL = -1  # blank examples that make every replica's eval batch full; they weigh nothing
+
+
 def make_dataset(data_uri: str, split: str, config: InputConfig, input_context=None, training=None,
-                 metadata=None, stats=None) -> tf.data.Dataset:
-    """Batches of ``(images float32 [B, S, S, 3], labels int64 [B])`` for ``split``.
+                 metadata=None, repeat: bool = False, pad_to_multiple: int | None = None) -> tf.data.Dataset:
+    """Batches of ``(images uint8 [B, S, S, 3], labels int64 [B])`` for ``split``.
 
     ``training`` (default: ``split == "train"``) selects shuffling and augmentation; otherwise the
     order is deterministic. With a ``tf.distribute.InputContext`` the batch is per replica and the
-    input is sharded by file when there are enough shards, else by record. ``stats``, a
-    ``(mean, std)`` pair, overrides the dataset's own (a model is fed with the statistics it was
-    trained with).
+    input is sharded by file when there are enough shards, else by record. Pixels stay uint8 (a
+    quarter of float32's bytes to the device): scaling is the model's first layer.
+
+    ``repeat``: endless, every batch full (the examples repeat before batching). ``pad_to_multiple``
+    (eval on one input pipeline): blank images labelled ``PADDING_LABEL`` fill the split up to a
+    multiple of it, the global batch size, so that no replica gets a partial or empty batch.
     """
     training = split == "train" if training is None else training
     metadata = metadata or load_metadata(data_uri)
@@ -119,7 +137,6 @@ def make_dataset(data_uri: str, split: str, config: InputConfig, input_context=N
     if largest and config.image_size > largest:
         raise FoodpipeError(f"image_size {config.image_size} is larger than every image in {data_uri} "
                             f"(largest side {largest})")
-    mean, std = stats or (metadata["stats"]["mean"], metadata["stats"]["std"])
 
     pipelines = input_context.num_input_pipelines if input_context else 1
     by_file = pipelines > 1 and len(paths) >= pipelines
@@ -138,15 +155,17 @@ def make_dataset(data_uri: str, split: str, config: InputConfig, input_context=N
         records = records.shard(pipelines, input_context.input_pipeline_id)
     if training:
         records = records.shuffle(config.shuffle_buffer, seed=config.seed, reshuffle_each_iteration=True)
+    if repeat:
+        records = records.repeat()
     examples = records.map(parse, num_parallel_calls=AUTOTUNE, deterministic=not training)
 
     size = config.image_size
     batch = input_context.get_per_replica_batch_size(config.batch_size) if input_context else config.batch_size
     if training:
-        augmenter = augment.Augmenter(config, mean, std)
+        augmenter = augment.Augmenter(config)
 
         def augment_batch(images, labels):
-            images = tf.numpy_function(augmenter, [images], tf.float32, stateful=True)
+            images = tf.numpy_function(augmenter, [images], tf.uint8, stateful=True)
             images.set_shape([None, size, size, 3])
             return images, labels
 
@@ -154,17 +173,21 @@ def make_dataset(data_uri: str, split: str, config: InputConfig, input_context=N
             examples.map(lambda encoded, label: (decode_train_image(encoded, config), label),
                          num_parallel_calls=AUTOTUNE, deterministic=False)
             .batch(batch)
-            .map(augment_batch, num_parallel_calls=AUTOTUNE, deterministic=False)
         )
+        if config.any_augmentation:
+            dataset = dataset.map(augment_batch, num_parallel_calls=AUTOTUNE, deterministic=False)
     else:
-        # preprocess_eval_image, split in two: standardizing a whole batch is one op instead of
-        # 64 small ones (per image it cost 0.8 ms, measured).
-        dataset = (
-            examples.map(lambda encoded, label: (decode_eval_image(encoded, size, config.eval_crop_fraction), label),
-                         num_parallel_calls=AUTOTUNE, deterministic=True)
-            .batch(batch)
-            .map(lambda images, labels: (standardize(images, mean, std), labels), num_parallel_calls=AUTOTUNE)
-        )
+        images = examples.map(
+            lambda encoded, label: (preprocess_eval_image(encoded, size, config.framing, config.eval_crop_fraction),
+                                    label),
+            num_parallel_calls=AUTOTUNE, deterministic=True)
+        if pad_to_multiple:
+            if pipelines > 1:
+                raise ValueError("pad_to_multiple needs the whole split in one input pipeline")
+            blank = (tf.zeros([size, size, 3], tf.uint8), tf.constant(PADDING_LABEL, tf.int64))
+            padding = -metadata["splits"][split]["count"] % pad_to_multiple
+            images = images.concatenate(tf.data.Dataset.from_tensors(blank).repeat(padding))
+        dataset = images.batch(batch)
     dataset = dataset.prefetch(AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = not training

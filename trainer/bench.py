@@ -16,7 +16,7 @@ from tfdata import pipeline
 from trainer import strategy as strategies
 from trainer.config import TrainConfig
 from trainer.loop import DistributedLoop
-from trainer.train import build_model, input_config
+from trainer.train import build_model
 
 CACHED_BATCHES = 8
 
@@ -39,13 +39,14 @@ def run(config: TrainConfig, steps: int = 20, warmup: int = 5) -> dict:
     metadata = pipeline.load_metadata(config.data)
 
     def batches(context):
-        return pipeline.make_dataset(config.data, "train", input_config(config), context, metadata=metadata)
+        return pipeline.make_dataset(config.data, "train", config.input_config(), context, metadata=metadata)
 
     real = strategy.distribute_datasets_from_function(lambda context: batches(context).repeat())
     cached = strategy.distribute_datasets_from_function(
         lambda context: batches(context).take(CACHED_BATCHES).cache().repeat())
     with strategy.scope():
-        model = build_model(config, len(metadata["classes"]))
+        pixel_stats = (metadata["stats"]["mean"], metadata["stats"]["std"])
+        model = build_model(config, len(metadata["classes"]), pixel_stats, steps_per_epoch=steps + warmup)
     loop = DistributedLoop(model, strategy, config.batch_size, config.jit_compile)
     try:
         cached_rate = images_per_second(loop, cached, steps, warmup, config.batch_size)

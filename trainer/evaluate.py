@@ -83,10 +83,9 @@ def evaluate(model_uri: str, data_uri: str, split: str = "test", batch_size: int
     metadata = pipeline.load_metadata(data_uri)
     if metadata["classes"] != preprocess.class_names:
         raise FoodpipeError(f"the classes of {data_uri} differ from the classes the model was trained on")
-    config = InputConfig(image_size=preprocess.image_size, batch_size=batch_size,
+    config = InputConfig(image_size=preprocess.image_size, batch_size=batch_size, framing=preprocess.framing,
                          eval_crop_fraction=preprocess.crop_fraction)
-    dataset = pipeline.make_dataset(data_uri, split, config, training=False, metadata=metadata,
-                                    stats=(preprocess.mean, preprocess.std))
+    dataset = pipeline.make_dataset(data_uri, split, config, training=False, metadata=metadata)
     try:
         labels, probabilities = predict_split(classifier, dataset)
     except tf.errors.DataLossError:
