@@ -4,14 +4,18 @@ validated on creation, and logged whole to MLflow so every run can be reproduced
 import dataclasses
 
 from foodpipe.errors import FoodpipeError
+from tfdata.config import FRAMINGS, InputConfig
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("cosine", "plateau", "constant")
+KEEP = ("best", "last")
+_INPUT = InputConfig()  # the input pipeline's defaults, used as the trainer's
 DEFAULT_EXPERIMENT = "foodpipe"
 
 # Which hyperparameters each model takes (the rest of TrainConfig is shared).
 MODEL_HYPERPARAMETERS = {
-    "resnet": ("num_blocks", "filters", "dense_units", "dropout", "leaky_slope"),
+    "resnet": ("num_blocks", "filters", "dense_units", "dropout", "leaky_slope", "bn_momentum"),
     "nasnet": ("weights", "freeze_fraction", "dense_units", "dropout", "leaky_slope"),
 }
 
@@ -26,21 +30,40 @@ class TrainConfig:
     lr: float = 1e-3
     optimizer: str = "adam"
     momentum: float = 0.9  # SGD only
-    # The seed's annealing: ReduceLROnPlateau on the training loss.
-    lr_factor: float = 0.5
-    lr_patience: int = 10
-    min_lr: float = 1e-6
+    # cosine: linear warm-up to ``lr``, then a cosine decay to 0 at the last step; constant: warm-up,
+    # then ``lr``; plateau: warm-up, then the seed's annealing, ReduceLROnPlateau on the training loss.
+    lr_schedule: str = "cosine"
+    warmup_epochs: int = 1
+
+    @property
+    def warmup(self) -> int:
+        """Warm-up epochs in effect: at least one epoch runs at the full schedule."""
+        return min(self.warmup_epochs, self.epochs - 1)
+    lr_factor: float = 0.5  # plateau only
+    lr_patience: int = 10  # plateau only
+    min_lr: float = 1e-6  # plateau only
+    keep: str = "best"  # which epoch's weights are exported: best val_accuracy, or the last
     # Model hyperparameters (see MODEL_HYPERPARAMETERS for which model takes which).
     num_blocks: int = 4
     filters: int = 32
     dense_units: int = 256
     dropout: float = 0.5
     leaky_slope: float = 0.1
+    bn_momentum: float = 0.9  # resnet
     weights: str | None = "imagenet"  # nasnet: "imagenet", None or a local weights file
     freeze_fraction: float = 0.0
-    # Input pipeline.
-    augment: bool = True
-    crop_area_min: float = 0.25  # random-resized crop: smallest share of the image kept
+    # Input pipeline: how the model sees an image, and the train view's random changes to it.
+    framing: str = _INPUT.framing
+    eval_crop_fraction: float = _INPUT.eval_crop_fraction
+    crop_area_min: float = _INPUT.crop_area[0]
+    crop_aspect_max: float = _INPUT.crop_aspect[1]
+    augment: bool = True  # False switches every augmentation below off (the random window stays)
+    flip: bool = _INPUT.flip
+    rotate_degrees: float = _INPUT.rotate_degrees
+    brightness_contrast: float = _INPUT.brightness_contrast
+    noise_std: float = _INPUT.noise_std
+    blur: bool = _INPUT.blur
+    augment_probability: float = _INPUT.augment_probability
     skip_corrupt: bool = False
     # Compute.
     mixed_precision: bool = False
@@ -61,18 +84,34 @@ class TrainConfig:
             (self.optimizer in OPTIMIZERS,
              f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}"),
             (self.strategy in STRATEGIES, f"unknown strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}"),
+            (self.lr_schedule in LR_SCHEDULES,
+             f"unknown lr_schedule {self.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}"),
+            (self.keep in KEEP, f"unknown keep {self.keep!r}: choose one of {', '.join(KEEP)}"),
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
+            (self.warmup_epochs >= 0, f"warmup_epochs must not be negative, got {self.warmup_epochs}"),
             (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
             (self.lr > 0, f"lr must be positive, got {self.lr}"),
             (0 < self.lr_factor < 1, f"lr_factor must be in (0, 1), got {self.lr_factor}"),
             (self.lr_patience >= 1, f"lr_patience must be at least 1, got {self.lr_patience}"),
-            (0 < self.crop_area_min <= 1, f"crop_area_min must be in (0, 1], got {self.crop_area_min}"),
+            (self.crop_aspect_max >= 1, f"crop_aspect_max must be at least 1, got {self.crop_aspect_max}"),
             (self.cpu_replicas >= 1, f"cpu_replicas must be at least 1, got {self.cpu_replicas}"),
             (bool(self.experiment), "experiment must not be empty"),
         ]
         for ok, message in checks:
             if not ok:
                 raise FoodpipeError(message)
+        self.input_config()  # the input pipeline's own checks, now rather than at the first batch
+
+    def input_config(self) -> InputConfig:
+        """The input pipeline's config for this run (validated there)."""
+        config = InputConfig(
+            image_size=self.image_size, batch_size=self.batch_size, seed=self.seed, framing=self.framing,
+            eval_crop_fraction=self.eval_crop_fraction, crop_area=(self.crop_area_min, 1.0),
+            crop_aspect=(1 / self.crop_aspect_max, self.crop_aspect_max),
+            flip=self.flip, rotate_degrees=self.rotate_degrees, brightness_contrast=self.brightness_contrast,
+            noise_std=self.noise_std, blur=self.blur, augment_probability=self.augment_probability,
+            skip_corrupt=self.skip_corrupt)
+        return config if self.augment else config.without_augmentation()
 
     def model_hyperparameters(self) -> dict:
         return {name: getattr(self, name) for name in MODEL_HYPERPARAMETERS[self.model]}
@@ -87,8 +126,26 @@ class TrainConfig:
 HELP = {
     "data": "preprocessed dataset (local path or s3://bucket/prefix)",
     "batch_size": "global batch size, split across replicas",
-    "lr_factor": "ReduceLROnPlateau (on training loss): multiply the learning rate by this",
-    "lr_patience": "ReduceLROnPlateau: epochs without improvement before reducing",
+    "lr_schedule": "cosine: warm-up, then cosine decay to 0; constant: warm-up, then lr; plateau: the seed's "
+                   "ReduceLROnPlateau on the training loss",
+    "warmup_epochs": "epochs of linear learning-rate warm-up from 0 (at most epochs - 1); per step for cosine "
+                     "and constant, per epoch for plateau",
+    "lr_factor": "plateau: multiply the learning rate by this",
+    "lr_patience": "plateau: epochs without improvement before reducing",
+    "min_lr": "plateau: the lowest learning rate",
+    "keep": "export the weights of the epoch with the best val_accuracy, or of the last epoch",
+    "framing": "how the model sees an image: squash (whole image to a square), pad (whole image, aspect "
+               "kept, black borders) or crop (centred square, see --eval-crop-fraction)",
+    "eval_crop_fraction": "framing crop: side of the centred square as a share of the shorter side",
+    "crop_area_min": "train view: the smallest random window, as a share of the eval window's area",
+    "crop_aspect_max": "train view: the window's aspect ratio is changed by a factor in [1/X, X]",
+    "augment": "--no-augment switches off every augmentation below (the random window stays)",
+    "flip": "random left-right mirroring (--no-flip for data whose meaning changes when mirrored)",
+    "rotate_degrees": "random rotation up to this many degrees; 0 turns it off",
+    "brightness_contrast": "random brightness and contrast change up to this fraction; 0 turns it off",
+    "noise_std": "Gaussian noise with this standard deviation in pixel units; 0 turns it off",
+    "blur": "random Gaussian blur (3-5 px kernel)",
+    "augment_probability": "each augmentation but flip is applied to this share of images",
     "weights": "nasnet: imagenet, none, or a local weights file",
     "freeze_fraction": "nasnet: share of base layers frozen, counted from the input",
     "strategy": "auto: multi-worker with TF_CONFIG, mirrored with several GPUs, else default",
@@ -98,6 +155,10 @@ HELP = {
 }
 
 
+CHOICES = {"model": tuple(MODEL_HYPERPARAMETERS), "optimizer": OPTIMIZERS, "strategy": STRATEGIES,
+           "lr_schedule": LR_SCHEDULES, "keep": KEEP, "framing": FRAMINGS}
+
+
 def add_arguments(parser) -> None:
     """One ``--flag`` per TrainConfig field (``num_blocks`` -> ``--num-blocks``, also ``--blocks``)."""
     import argparse
@@ -105,6 +166,8 @@ def add_arguments(parser) -> None:
     for field in dataclasses.fields(TrainConfig):
         flags = [f"--{field.name.replace('_', '-')}"] + (["--blocks"] if field.name == "num_blocks" else [])
         options = {"dest": field.name, "help": HELP.get(field.name)}
+        if field.name in CHOICES:  # shown in the usage; checked by TrainConfig, whose error is one line
+            options["metavar"] = "{" + ",".join(CHOICES[field.name]) + "}"
         if field.default is dataclasses.MISSING:
             options["required"] = True
         else:

@@ -50,8 +50,10 @@ class DistributedLoop:
         return loss_sum, correct, count
 
     def _replica_eval_step(self, images, labels):
-        losses, correct = self._per_example(images, labels, training=False)
-        return tf.reduce_sum(losses), tf.reduce_sum(correct), tf.cast(tf.size(correct), tf.float32)
+        """Sums over the real examples: padding (``pipeline.PADDING_LABEL``, label < 0) weighs 0."""
+        weights = tf.cast(labels >= 0, tf.float32)
+        losses, correct = self._per_example(images, tf.maximum(labels, 0), training=False)
+        return tf.reduce_sum(losses * weights), tf.reduce_sum(correct * weights), tf.reduce_sum(weights)
 
     def _distributed_train_step(self, iterator):
         images, labels = next(iterator)

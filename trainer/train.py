@@ -46,21 +46,70 @@ class EpochLogger(keras.callbacks.Callback):
         self.writer.log_metrics(metrics, step=epoch + 1)
 
 
-def input_config(config: TrainConfig) -> InputConfig:
-    inputs = InputConfig(image_size=config.image_size, batch_size=config.batch_size, seed=config.seed,
-                         crop_area=(config.crop_area_min, 1.0), skip_corrupt=config.skip_corrupt)
-    return inputs if config.augment else inputs.without_augmentation()
+class KeepBest(keras.callbacks.Callback):
+    """Remembers the epoch with the highest ``val_accuracy`` (the earlier on a tie): its number, its
+    logs and its weights, so that the exported model is that epoch's."""
+
+    monitor = "val_accuracy"
+
+    def __init__(self):
+        super().__init__()
+        self.epoch, self.logs, self.weights = 0, {}, None
+
+    @property
+    def score(self) -> float:
+        return self.logs.get(self.monitor, -math.inf)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (logs or {}).get(self.monitor, -math.inf) > self.score:
+            self.epoch, self.logs = epoch + 1, dict(logs)
+            self.weights = self.model.get_weights()
+
+    def restore_best(self) -> None:
+        if self.weights is not None:
+            self.model.set_weights(self.weights)
 
 
-def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
+class EpochWarmup(keras.callbacks.Callback):
+    """The plateau schedule's warm-up: ``lr`` times (epoch + 1) / (epochs + 1) for the first
+    ``epochs`` epochs. Per epoch, since ReduceLROnPlateau needs a plain learning rate to change,
+    not a per-step schedule."""
+
+    def __init__(self, lr: float, epochs: int):
+        super().__init__()
+        self.lr, self.epochs = lr, epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch <= self.epochs:
+            self.model.optimizer.learning_rate = self.lr * (epoch + 1) / (self.epochs + 1)
+
+
+def learning_rate(config: TrainConfig, steps_per_epoch: int):
+    """The optimizer's learning rate: a per-step schedule (its position is the optimizer's step
+    count, saved with the optimizer), or a plain value that ReduceLROnPlateau changes."""
+    if config.lr_schedule == "plateau":
+        return config.lr
+    warmup_steps = config.warmup * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup_steps else config.lr,
+        decay_steps=max(1, config.epochs * steps_per_epoch - warmup_steps),
+        alpha=0.0 if config.lr_schedule == "cosine" else 1.0,  # alpha 1: no decay (constant)
+        warmup_target=config.lr if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
+
+
+def build_model(config: TrainConfig, num_classes: int, pixel_stats: tuple, steps_per_epoch: int) -> keras.Model:
     try:
-        model = models.build(config.model, num_classes, config.image_size, **config.model_hyperparameters())
+        model = models.build(config.model, num_classes, config.image_size, pixel_stats=pixel_stats,
+                             **config.model_hyperparameters())
     except ValueError as exc:
         raise FoodpipeError(f"model {config.model!r}: {exc}") from None
+    lr = learning_rate(config, steps_per_epoch)
     if config.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(config.lr, momentum=config.momentum)
+        optimizer = keras.optimizers.SGD(lr, momentum=config.momentum)
     else:
-        optimizer = keras.optimizers.Adam(config.lr)
+        optimizer = keras.optimizers.Adam(lr)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.optimizer.build(model.trainable_variables)  # here, in the strategy's scope, not inside a step
     return model
@@ -103,17 +152,21 @@ def predict_split(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndar
 
 
 def distributed_datasets(strategy, config: TrainConfig, inputs: InputConfig, metadata: dict, multi_worker: bool):
-    """Train (repeated; epochs are counted in steps) and val, each replica fed its own share.
+    """Train (endless, full batches; epochs are counted in steps) and val, each replica fed its own share.
 
-    Validation is exact on one machine; workers must all run the same number of steps, so there it
-    repeats too and ``validation_steps`` bounds it.
+    On one machine validation is exact: the split is padded with weightless blanks to a multiple of
+    the global batch, so that no replica ever gets a partial or empty batch. Workers must all run
+    the same number of steps, so there it repeats and ``validation_steps`` bounds it.
     """
     def train(context):
-        return pipeline.make_dataset(config.data, "train", inputs, context, metadata=metadata).repeat()
+        return pipeline.make_dataset(config.data, "train", inputs, context, metadata=metadata, repeat=True)
 
     def val(context):
-        dataset = pipeline.make_dataset(config.data, "val", inputs, context, training=False, metadata=metadata)
-        return dataset.repeat() if multi_worker else dataset
+        if multi_worker:
+            return pipeline.make_dataset(config.data, "val", inputs, context, training=False, metadata=metadata,
+                                         repeat=True)
+        return pipeline.make_dataset(config.data, "val", inputs, context, training=False, metadata=metadata,
+                                     pad_to_multiple=config.batch_size)
 
     return strategy.distribute_datasets_from_function(train), strategy.distribute_datasets_from_function(val)
 
@@ -138,13 +191,25 @@ def log_outputs(writer, model: keras.Model, config: TrainConfig, metadata: dict,
     with open(metadata_path, "w") as f:
         json.dump(metadata, f, indent=2)
     writer.log_artifact(metadata_path, "dataset")
-    stats = metadata["stats"]
-    serving_model = serving.build(model, input_config(config).eval_crop_fraction, stats["mean"], stats["std"], classes)
+    serving_model = serving.build(model, config.framing, config.eval_crop_fraction, classes)
     model_uri = writer.log_model(serving_model, np.array([example_jpeg], dtype=object))
     saved_model = os.path.join(scratch, "saved_model")
     serving.export_saved_model(serving_model, saved_model)
     writer.log_artifact(saved_model)
     return model_uri
+
+
+def keep_epoch(config: TrainConfig, best: KeepBest, writer) -> int:
+    """Load the kept epoch's weights (``--keep best``) and log which epoch it is. As MLflow's Keras
+    autologging does for restored weights, that epoch's metrics are logged once more one step after
+    the last epoch, so a run's latest ``val_accuracy`` is its exported model's."""
+    if config.keep == "last" or best.weights is None:
+        return config.epochs
+    best.restore_best()
+    print(f"Keeping epoch {best.epoch} (val_accuracy {best.score:.4f})", flush=True)
+    metrics = {key: float(best.logs[key]) for key in LOGGED_METRICS if key in best.logs}
+    writer.log_metrics({**metrics, "kept_epoch": best.epoch}, step=config.epochs + 1)
+    return best.epoch
 
 
 def first_record_bytes(data_uri: str, metadata: dict, split: str) -> bytes:
@@ -163,17 +228,24 @@ def train_and_evaluate(config: TrainConfig, writer=None) -> dict:
     keras.utils.set_random_seed(config.seed)
 
     metadata, metadata_sha256 = pipeline.load_metadata_and_digest(config.data)
-    inputs = input_config(config)
+    inputs = config.input_config()
     counts = {split: metadata["splits"][split]["count"] for split in ("train", "val")}
     for split in counts:
         pipeline.shard_paths(config.data, metadata, split)  # a one-line error for an empty split
+    steps_per_epoch = math.ceil(counts["train"] / config.batch_size)
     writer = writer or make_writer(config, chief)
+    pixel_stats = (metadata["stats"]["mean"], metadata["stats"]["std"])
     with strategy.scope():
-        model = build_model(config, len(metadata["classes"]))
+        model = build_model(config, len(metadata["classes"]), pixel_stats, steps_per_epoch)
 
     if config.checkpoint_dir:
         filesystem.ensure_readable(config.checkpoint_dir)  # s3:// checkpoints go through tensorflow-io
-    checkpoint = ResumableCheckpoint(config.checkpoint_dir, writer=chief) if config.checkpoint_dir else None
+    best = KeepBest()
+    plateau = keras.callbacks.ReduceLROnPlateau(
+        monitor="loss", factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr, verbose=1) \
+        if config.lr_schedule == "plateau" else None
+    checkpoint = ResumableCheckpoint(config.checkpoint_dir, best, plateau, writer=chief) \
+        if config.checkpoint_dir else None
     state = checkpoint.restore(model) if checkpoint else None
     initial_epoch = state["epoch"] if state else 0
     history = state["extra"].get("history", {}) if state else {}
@@ -184,20 +256,19 @@ def train_and_evaluate(config: TrainConfig, writer=None) -> dict:
 
     multi_worker = strategies.cluster_size() > 1
     train_data, val_data = distributed_datasets(strategy, config, inputs, metadata, multi_worker)
-    callbacks = [
-        EpochLogger(writer, history),
-        keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=config.lr_factor, patience=config.lr_patience,
-                                          min_lr=config.min_lr, verbose=1),
-    ]
+    callbacks = [EpochLogger(writer, history), best] + ([plateau] if plateau else [])
+    if plateau and config.warmup:
+        callbacks.insert(0, EpochWarmup(config.lr, config.warmup))
     if checkpoint:
         checkpoint.extra = {"run_id": run_id, "history": history}
         callbacks.append(checkpoint)
     loop = DistributedLoop(model, strategy, config.batch_size, config.jit_compile)
     try:
         loop.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch,
-                 steps_per_epoch=math.ceil(counts["train"] / config.batch_size), validation_data=val_data,
+                 steps_per_epoch=steps_per_epoch, validation_data=val_data,
                  validation_steps=math.ceil(counts["val"] / config.batch_size) if multi_worker else None,
                  callbacks=callbacks)
+        kept_epoch = keep_epoch(config, best, writer)
         val_dataset = pipeline.make_dataset(config.data, "val", inputs, training=False, metadata=metadata)
         val = predict_split(model, val_dataset)
     except tf.errors.DataLossError:
@@ -216,4 +287,5 @@ def train_and_evaluate(config: TrainConfig, writer=None) -> dict:
     if checkpoint:
         checkpoint.clear()
     return {"run_id": run_id, "model_uri": model_uri, "val_accuracy": val_accuracy, "epochs": config.epochs,
+            "kept_epoch": kept_epoch, "steps": int(model.optimizer.iterations.numpy()),
             "weights_sha256": weights_digest(model)}
