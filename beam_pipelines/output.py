@@ -4,11 +4,14 @@ sees an old metadata file over new shards (or the reverse), and no stale shard s
 
 import contextlib
 import datetime
+import fcntl
 import glob
+import hashlib
 import json
 import logging
 import os
 import socket
+import tempfile
 import uuid
 
 from apache_beam.io.filesystems import FileSystems
@@ -148,20 +151,43 @@ def _is_dead_local_run(holder: dict | None) -> bool:
 
 
 @contextlib.contextmanager
+def _takeover_mutex(path: str):
+    """Held by one process of this host at a time, per lock path (the kernel frees it if the holder dies)."""
+    name = f"foodpipe-takeover-{hashlib.sha256(path.encode()).hexdigest()[:16]}"
+    with open(os.path.join(tempfile.gettempdir(), name), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _take_over(path: str, dead: dict, body: bytes, settings: s3.S3Settings) -> bool:
+    """Replace the lock of ``dead`` (a run of this host that died) with ours; False if another run
+    took it first. Contenders go one at a time and look again at who holds the lock: without that,
+    two runs that both saw the dead lock could each remove it (the second removing the first's new
+    lock) and both go on."""
+    with _takeover_mutex(path):
+        current = _read_lock(path, settings)
+        if current is not None and current != dead:
+            return False
+        if current is not None:
+            _remove(path, settings)
+        return _create_exclusively(path, body, settings)
+
+
+@contextlib.contextmanager
 def exclusive(output: str, settings: s3.S3Settings):
     """One job at a time writes to ``output``: a second one refuses instead of mixing shards.
 
-    A run killed with SIGKILL leaves its lock behind; the error names the file to delete.
+    A run killed with SIGKILL leaves its lock behind: a run on the same host takes it over (one run
+    only, see ``_take_over``); elsewhere the error names the file to delete.
     """
     path = uri.join(output, LOCK_FILE)
     holder = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "host": socket.gethostname(), "pid": os.getpid()}
+              "host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex}
     body = json.dumps(holder).encode()
     if not _create_exclusively(path, body, settings):
         other = _read_lock(path, settings)
-        if _is_dead_local_run(other):  # its owner died on this machine (killed, or S3 went away)
-            _remove(path, settings)
-        if not _create_exclusively(path, body, settings):
+        # Its owner died on this machine (killed, or S3 went away): take it over.
+        if not (_is_dead_local_run(other) and _take_over(path, other, body, settings)):
             who = f"started {other['started']} on {other['host']}, pid {other['pid']}" if other else "unknown run"
             raise FoodpipeError(f"{output} is being written by another preprocess run ({who}); "
                                 f"if that run is dead, delete {path} and run again")

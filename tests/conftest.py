@@ -16,7 +16,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACCESS_KEY, SECRET_KEY = s3.EMBEDDED_ACCESS_KEY, s3.EMBEDDED_SECRET_KEY
 
 
-def start_process(args, ready: str, env=None, timeout=60) -> tuple[subprocess.Popen, str]:
+def start_process(args, ready: str, env=None, timeout=300) -> tuple[subprocess.Popen, str]:
     """Start ``args``, wait for a line matching ``ready``; returns the process and that line."""
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, start_new_session=True)

@@ -1,11 +1,15 @@
 """A TCP proxy that can make a server "go away" and come back: the server keeps its state (the
 embedded S3 server keeps objects only in memory), while every client sees the outage. The outage
 starts when the test says so, or at a request matching a pattern (``cut_on``, e.g. the first PUT
-into a folder), which puts it at an exact point of a job instead of after a guessed delay."""
+into a folder), which puts it at an exact point of a job instead of after a guessed delay.
+``hold_on`` instead keeps such a request unanswered: the client waits there, at a known point, for
+as long as the test needs (for instance to SIGKILL it there)."""
 
 import re
 import socket
 import threading
+
+TAIL_BYTES = 512
 
 
 class TcpProxy:
@@ -13,7 +17,10 @@ class TcpProxy:
         self.target = (host, target_port)
         self._cut_on: re.Pattern | None = None
         self._cut_countdown = 0
-        self.cut = threading.Event()  # set when an armed cut happened
+        self._hold = False
+        self._released = threading.Event()
+        self._count_lock = threading.Lock()
+        self.cut = threading.Event()  # set when an armed cut (or hold) happened
         self.host = host
         with socket.socket() as probe:
             probe.bind((host, 0))
@@ -29,9 +36,21 @@ class TcpProxy:
     def cut_on(self, pattern: bytes, nth: int = 1) -> "TcpProxy":
         """Arm an outage at the ``nth`` request matching the regex ``pattern``: that request never
         reaches the server, and the proxy stops as with ``stop()``."""
-        self._cut_on, self._cut_countdown = re.compile(pattern), nth
+        self._cut_on, self._cut_countdown, self._hold = re.compile(pattern), nth, False
         self.cut.clear()
         return self
+
+    def hold_on(self, pattern: bytes, nth: int = 1) -> "TcpProxy":
+        """Like ``cut_on``, but that request is held, unanswered, on an open connection (``cut`` is
+        set then) until ``release()`` hangs up on it; other connections go on."""
+        self.cut_on(pattern, nth)
+        self._hold = True
+        self._released = threading.Event()
+        return self
+
+    def release(self) -> None:
+        """Hang up on the held request: its client sees the connection closed without an answer."""
+        self._released.set()
 
     def start(self) -> "TcpProxy":
         listener = socket.socket()
@@ -80,15 +99,28 @@ class TcpProxy:
                 threading.Thread(target=self._pipe, args=(source, sink, watch), daemon=True).start()
 
     def _pipe(self, source: socket.socket, sink: socket.socket, watch: bool) -> None:
+        tail = b""  # the end of the previous chunk: a request line may be split across two
         try:
             while data := source.recv(65536):
-                if watch and self._cut_on and self._cut_on.search(data):
-                    self._cut_countdown -= 1
-                    if self._cut_countdown == 0:
+                pattern, window = self._cut_on, tail + data
+                # Matches that end in this chunk (those within the tail were counted already).
+                found = sum(m.end() > len(tail) for m in pattern.finditer(window)) if watch and pattern else 0
+                tail = window[-TAIL_BYTES:]
+                with self._count_lock:  # several connections count at once; the test may re-arm
+                    fire = False
+                    if found and self._cut_on is pattern:
+                        self._cut_countdown -= found
+                        fire = self._cut_countdown <= 0
+                    if fire:
                         self._cut_on = None  # once: after ``start()`` the server is back for good
+                if fire:
+                    if self._hold:
                         self.cut.set()
-                        self.stop()
+                        self._released.wait()  # never forwarded, never answered
                         return
+                    self.stop()
+                    self.cut.set()  # after the outage is in effect: a test may start() again at once
+                    return
                 sink.sendall(data)
         except OSError:
             pass
@@ -98,3 +130,27 @@ class TcpProxy:
                     end.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+
+class HangUpServer:
+    """A TCP listener that accepts every connection and hangs up at once, counting them: an
+    endpoint that is there but never answers, for counting a client's attempts."""
+
+    def __init__(self, host: str = "127.0.0.1"):
+        self._listener = socket.create_server((host, 0))
+        self.url = f"http://{host}:{self._listener.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            client.close()
+
+    def close(self) -> None:
+        self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from urllib.parse import urlparse
 
 import pytest
@@ -52,17 +51,12 @@ def start(args, env):
 def test_upload_cut_off_by_an_outage_completes_on_rerun_without_duplicates(s3_endpoint, s3_client, tmp_path):
     expected = small_files(str(tmp_path / "src"), 600, size=16384)
     proxy = proxy_for(s3_endpoint)
+    proxy.cut_on(rb"PUT /faults/up/", nth=50)  # the server is gone for the uploader, mid-upload
     env = {**os.environ, "AWS_ENDPOINT_URL": proxy.url}
     proc = start(["upload", str(tmp_path / "src"), "s3://faults/up", "--create-bucket", "--quiet",
                   "--workers", "4"], env)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if len(objects(s3_client, "faults", "up/")) > 50:
-            break
-        time.sleep(0.05)
-    proxy.stop()  # the server is gone for the uploader, mid-upload
     _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 2, stderr[-2000:]
+    assert proxy.cut.is_set() and proc.returncode == 2, stderr[-2000:]
     assert stderr.strip().splitlines()[-1].startswith("foodpipe: error: cannot reach the S3 endpoint")
     assert len(objects(s3_client, "faults", "up/")) < len(expected)
 
@@ -117,16 +111,17 @@ def shard_ids(client, key: str) -> list[str]:
 
 
 def test_a_second_preprocess_into_the_same_output_refuses(raw_dataset, tmp_path):
+    """While a live run holds the output's lock (this test process, inside ``output.exclusive``:
+    held for certain, not for a guessed while), a preprocess into it refuses and writes nothing;
+    once released, the next run writes the dataset and releases the lock."""
     out = str(tmp_path / "dataset")
-    first = start(["preprocess", "--input", raw_dataset, "--output", out], os.environ.copy())
     lock = os.path.join(out, output.LOCK_FILE)
-    deadline = time.monotonic() + 120
-    while not os.path.exists(lock) and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    second = foodpipe("preprocess", "--input", raw_dataset, "--output", out)
-    _, first_stderr = first.communicate(timeout=600)
-    assert second.returncode == 2 and "is being written by another preprocess run" in second.stderr
-    assert first.returncode == 0, first_stderr[-2000:]
+    with output.exclusive(out, s3.S3Settings()):
+        second = foodpipe("preprocess", "--input", raw_dataset, "--output", out)
+        assert second.returncode == 2 and "is being written by another preprocess run" in second.stderr
+        assert f"pid {os.getpid()}" in second.stderr and os.listdir(out) == [output.LOCK_FILE]
+    first = foodpipe("preprocess", "--input", raw_dataset, "--output", out)
+    assert first.returncode == 0, first.stderr[-2000:]
     with open(os.path.join(out, "metadata.json")) as f:
         metadata = json.load(f)
     assert metadata["images"] == 48 and not os.path.exists(lock)
@@ -190,3 +185,53 @@ def test_a_lock_left_by_a_dead_run_on_this_host_is_taken_over(tmp_path):
         holder = json.loads((tmp_path / "ds" / output.LOCK_FILE).read_text())
         assert holder["pid"] == os.getpid()
     assert not (tmp_path / "ds" / output.LOCK_FILE).exists()
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_two_runs_that_find_a_dead_holder_take_the_lock_over_one_at_a_time(where, tmp_path, request, monkeypatch):
+    """Both contenders have seen the dead holder's lock before either takes it over (a barrier
+    placed right after that check): exactly one may hold the lock."""
+    import socket
+    import threading
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = json.dumps({"started": "2026-01-01T00:00:00+00:00", "host": socket.gethostname(), "pid": dead.pid})
+    settings = s3.S3Settings()
+    if where == "s3":
+        settings = s3.S3Settings(endpoint_url=request.getfixturevalue("s3_endpoint"))
+        client = request.getfixturevalue("s3_client")
+        client.create_bucket(Bucket="takeover")
+        client.put_object(Bucket="takeover", Key=f"ds/{output.LOCK_FILE}", Body=stale.encode())
+        target = "s3://takeover/ds"
+    else:
+        os.makedirs(tmp_path / "ds")
+        (tmp_path / "ds" / output.LOCK_FILE).write_text(stale)
+        target = str(tmp_path / "ds")
+
+    both_saw_it_dead, both_tried = threading.Barrier(2), threading.Barrier(2)
+    is_dead = output._is_dead_local_run
+
+    def is_dead_then_wait(holder):
+        verdict = is_dead(holder)
+        both_saw_it_dead.wait()
+        return verdict
+
+    monkeypatch.setattr(output, "_is_dead_local_run", is_dead_then_wait)
+    outcomes = []
+
+    def contender():
+        try:
+            with output.exclusive(target, settings):
+                outcomes.append("held")
+                both_tried.wait()  # hold the lock until the other run has tried
+        except FoodpipeError as exc:
+            outcomes.append("refused" if "being written by another preprocess run" in str(exc) else str(exc))
+            both_tried.wait()
+
+    threads = [threading.Thread(target=contender) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["held", "refused"]
