@@ -118,7 +118,8 @@ PADDING_LABEL = -1  # blank examples that make every replica's eval batch full; 
 
 
 def make_dataset(data_uri: str, split: str, config: InputConfig, input_context=None, training=None,
-                 metadata=None, repeat: bool = False, pad_to_multiple: int | None = None) -> tf.data.Dataset:
+                 metadata=None, repeat: bool = False, skip: int = 0, pad_to_multiple: int | None = None
+                 ) -> tf.data.Dataset:
     """Batches of ``(images uint8 [B, S, S, 3], labels int64 [B])`` for ``split``.
 
     ``training`` (default: ``split == "train"``) selects shuffling and augmentation; otherwise the
@@ -126,11 +127,14 @@ def make_dataset(data_uri: str, split: str, config: InputConfig, input_context=N
     input is sharded by file when there are enough shards, else by record. Pixels stay uint8 (a
     quarter of float32's bytes to the device): scaling is the model's first layer.
 
-    ``repeat``: endless, every batch full (the examples repeat before batching). ``pad_to_multiple``
+    ``repeat``: endless, every batch full (the examples repeat before batching), in an order that
+    depends on ``config.seed`` alone; ``skip`` records of it are passed over (cheaply, before
+    parsing), so a resumed run continues the stream where it stopped. ``pad_to_multiple``
     (eval on one input pipeline): blank images labelled ``PADDING_LABEL`` fill the split up to a
     multiple of it, the global batch size, so that no replica gets a partial or empty batch.
     """
     training = split == "train" if training is None else training
+    ordered = not training or repeat  # a resumed trainer finds its place again in an ordered stream
     metadata = metadata or load_metadata(data_uri)
     paths = shard_paths(data_uri, metadata, split)
     largest = metadata.get("image_sides", {}).get("max")
@@ -149,7 +153,7 @@ def make_dataset(data_uri: str, split: str, config: InputConfig, input_context=N
         lambda path: read_shard(path, config),
         cycle_length=min(config.cycle_length, len(paths)),
         num_parallel_calls=AUTOTUNE,
-        deterministic=not training,
+        deterministic=ordered,
     )
     if pipelines > 1 and not by_file:
         records = records.shard(pipelines, input_context.input_pipeline_id)
@@ -157,7 +161,9 @@ def make_dataset(data_uri: str, split: str, config: InputConfig, input_context=N
         records = records.shuffle(config.shuffle_buffer, seed=config.seed, reshuffle_each_iteration=True)
     if repeat:
         records = records.repeat()
-    examples = records.map(parse, num_parallel_calls=AUTOTUNE, deterministic=not training)
+    if skip:
+        records = records.skip(skip)
+    examples = records.map(parse, num_parallel_calls=AUTOTUNE, deterministic=ordered)
 
     size = config.image_size
     batch = input_context.get_per_replica_batch_size(config.batch_size) if input_context else config.batch_size
@@ -171,11 +177,11 @@ def make_dataset(data_uri: str, split: str, config: InputConfig, input_context=N
 
         dataset = (
             examples.map(lambda encoded, label: (decode_train_image(encoded, config), label),
-                         num_parallel_calls=AUTOTUNE, deterministic=False)
+                         num_parallel_calls=AUTOTUNE, deterministic=ordered)
             .batch(batch)
         )
         if config.any_augmentation:
-            dataset = dataset.map(augment_batch, num_parallel_calls=AUTOTUNE, deterministic=False)
+            dataset = dataset.map(augment_batch, num_parallel_calls=AUTOTUNE, deterministic=ordered)
     else:
         images = examples.map(
             lambda encoded, label: (preprocess_eval_image(encoded, size, config.framing, config.eval_crop_fraction),
@@ -190,7 +196,7 @@ def make_dataset(data_uri: str, split: str, config: InputConfig, input_context=N
         dataset = images.batch(batch)
     dataset = dataset.prefetch(AUTOTUNE)
     options = tf.data.Options()
-    options.deterministic = not training
+    options.deterministic = ordered
     # Sharding is done above, so tf.distribute must not shard again (and warn about it).
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return dataset.with_options(options)

@@ -39,9 +39,10 @@ def run(config: TrainConfig, steps: int = 20, warmup: int = 5) -> dict:
     metadata = pipeline.load_metadata(config.data)
 
     def batches(context):
-        return pipeline.make_dataset(config.data, "train", config.input_config(), context, metadata=metadata)
+        return pipeline.make_dataset(config.data, "train", config.input_config(), context, metadata=metadata,
+                                     repeat=True)  # the trainer's own stream
 
-    real = strategy.distribute_datasets_from_function(lambda context: batches(context).repeat())
+    real = strategy.distribute_datasets_from_function(batches)
     cached = strategy.distribute_datasets_from_function(
         lambda context: batches(context).take(CACHED_BATCHES).cache().repeat())
     with strategy.scope():

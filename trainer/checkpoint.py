@@ -6,7 +6,8 @@ while writing weights resumes from the previous epoch. The best epoch so far (``
 kept beside it as ``best-epoch-K.weights.h5``, named with its metrics in ``state.json``, so a resumed run
 exports the same epoch an uninterrupted one would. The learning rate's state travels too: a
 schedule's position is the optimizer's step count (in the weights file); ReduceLROnPlateau's
-counters are in ``state.json``. Only the chief writes; every worker reads.
+counters are in ``state.json``. So is the position in the data: the train stream's order depends on
+the seed alone, and the resumed run skips the epochs' worth of examples already consumed. Only the chief writes; every worker reads.
 
 Why not ``tf.train.Checkpoint``: Keras 3's weights file already holds the model and optimizer
 variables, loads into a model built under any strategy, and goes to ``s3://`` like every other file

@@ -151,15 +151,20 @@ def predict_split(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndar
     return np.concatenate(labels), np.concatenate(probabilities)
 
 
-def distributed_datasets(strategy, config: TrainConfig, inputs: InputConfig, metadata: dict, multi_worker: bool):
+def distributed_datasets(strategy, config: TrainConfig, inputs: InputConfig, metadata: dict, multi_worker: bool,
+                         steps_done: int = 0):
     """Train (endless, full batches; epochs are counted in steps) and val, each replica fed its own share.
 
+    The train stream's order depends on the seed alone; a resumed run (``steps_done`` > 0) skips
+    what the first run consumed: every step takes a global batch, split over the input pipelines.
     On one machine validation is exact: the split is padded with weightless blanks to a multiple of
     the global batch, so that no replica ever gets a partial or empty batch. Workers must all run
     the same number of steps, so there it repeats and ``validation_steps`` bounds it.
     """
     def train(context):
-        return pipeline.make_dataset(config.data, "train", inputs, context, metadata=metadata, repeat=True)
+        consumed = steps_done * config.batch_size // context.num_input_pipelines
+        return pipeline.make_dataset(config.data, "train", inputs, context, metadata=metadata, repeat=True,
+                                     skip=consumed)
 
     def val(context):
         if multi_worker:
@@ -255,7 +260,8 @@ def train_and_evaluate(config: TrainConfig, writer=None) -> dict:
     run_id = writer.start(params, run_tags(strategy), run_id=state["extra"].get("run_id") if state else None)
 
     multi_worker = strategies.cluster_size() > 1
-    train_data, val_data = distributed_datasets(strategy, config, inputs, metadata, multi_worker)
+    train_data, val_data = distributed_datasets(strategy, config, inputs, metadata, multi_worker,
+                                                steps_done=initial_epoch * steps_per_epoch)
     callbacks = [EpochLogger(writer, history), best] + ([plateau] if plateau else [])
     if plateau and config.warmup:
         callbacks.insert(0, EpochWarmup(config.lr, config.warmup))
