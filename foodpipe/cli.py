@@ -103,15 +103,32 @@ def cmd_evaluate(args) -> int:
     from trainer import evaluate
 
     _s3_settings(args)
-    print_result(evaluate.evaluate(args.model, args.data, args.split, args.batch_size, args.mlflow_uri))
+    output_dir = os.path.dirname(os.path.abspath(args.json)) if args.json else None
+    result = evaluate.evaluate(args.model, args.data, args.split, args.batch_size, args.mlflow_uri, output_dir)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    print_result(result)
     return 0
 
 
 def cmd_select(args) -> int:
     from trainer import evaluate
 
-    print_result(evaluate.select(args.experiment, args.mlflow_uri, args.register))
+    result, compared = evaluate.select(args.experiment, args.mlflow_uri, args.register, args.metric)
+    print_table(compared)
+    print_result(result)
     return 0
+
+
+def print_table(rows: list[dict]) -> None:
+    """``rows`` as aligned columns (floats with 4 decimals)."""
+    shown = [{key: f"{value:.4f}" if isinstance(value, float) else str(value) for key, value in row.items()}
+             for row in rows]
+    widths = {key: max(len(key), *(len(row[key]) for row in shown)) for key in shown[0]}
+    print("  ".join(key.ljust(width) for key, width in widths.items()))
+    for row in shown:
+        print("  ".join(row[key].ljust(width) for key, width in widths.items()))
 
 
 def cmd_predict(args) -> int:
@@ -184,12 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--json", metavar="FILE", help="also write the result to FILE, and the error analysis beside "
+                                                  "it in evaluation/SPLIT/")
     p.add_argument("--mlflow-uri")
     p.add_argument("--s3-endpoint")
     p.set_defaults(func=cmd_evaluate)
 
-    p = commands.add_parser("select", help="the best finished run of an experiment by validation accuracy (JSON)")
+    p = commands.add_parser("select", help="the best finished run of an experiment by a metric (JSON), after a "
+                                           "table of the runs compared")
     p.add_argument("--experiment", required=True)
+    p.add_argument("--metric", default="val_accuracy",
+                   help="any logged metric (default val_accuracy); the lowest wins for names ending in loss or ece")
     p.add_argument("--register", metavar="NAME", help="also register its model in the MLflow Model Registry")
     p.add_argument("--mlflow-uri")
     p.set_defaults(func=cmd_select)

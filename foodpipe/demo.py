@@ -107,7 +107,7 @@ def run(args) -> int:
         step(f"evaluating {trained['model_uri']} on the test split")
         scores = evaluate.evaluate(trained["model_uri"], dataset_uri, "test", tracking_uri=tracking_uri)
         step(f"test accuracy {scores['accuracy']:.3f} on {scores['count']} images")
-        best = evaluate.select(EXPERIMENT, tracking_uri)
+        best = evaluate.select(EXPERIMENT, tracking_uri)[0]
         step(f"best run of experiment {EXPERIMENT!r}: {best['run_id']} (val_accuracy {best['val_accuracy']:.3f})")
         test_image = next(row for row in explore.read_manifest(dataset_uri) if row["split"] == "test")
         image = test_image["uri"]

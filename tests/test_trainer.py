@@ -95,15 +95,40 @@ def test_train_logs_params_metrics_artifacts_and_model_to_the_server(trained, da
 
 
 @pytest.mark.slow
-def test_evaluate_select_register_and_predict_end_to_end(trained, dataset, mlflow_server):
+def test_evaluate_select_register_and_predict_end_to_end(trained, dataset, mlflow_server, tmp_path):
     result, _ = trained
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
+    json_file = tmp_path / "out" / "scores.json"
+    json_file.parent.mkdir()
+    evaluated = foodpipe("evaluate", "--model", result["model_uri"], "--data", dataset, "--split", "val",
+                         "--json", str(json_file), env=env)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    scores = last_json(evaluated.stdout)
+    assert json.loads(json_file.read_text()) == scores
+    metadata = pipeline.load_metadata(dataset)
+    assert scores["count"] == metadata["splits"]["val"]["count"] and 0 <= scores["accuracy"] <= 1
+    assert {"macro_f1", "weighted_f1", "top_k_accuracy", "ece"} <= set(scores) and scores["top_k"] == 2
+    assert scores["top_k_accuracy"] >= scores["accuracy"]
+    # The one pass agrees with the trainer's own val accuracy for the same (kept) weights.
+    assert scores["accuracy"] == pytest.approx(result["val_accuracy"], abs=1e-6)
+    files = {"per_class.csv", "confusion_matrix.png", "mistakes.png", "mistakes.csv", "calibration.png"}
+    assert set(os.listdir(json_file.parent / "evaluation" / "val")) == files
+    mistakes = (json_file.parent / "evaluation" / "val" / "mistakes.csv").read_text().splitlines()[1:]
+    known = {row["id"] for row in explore.read_manifest(dataset) if row["split"] == "val"}
+    assert len(mistakes) == round((1 - scores["accuracy"]) * scores["count"])
+    assert {line.split(",")[0] for line in mistakes} <= known  # every mistake can be found in the manifest
+    client = client_for(mlflow_server)
+    run = client.get_run(result["run_id"])
+    assert run.data.metrics["val_macro_f1"] == pytest.approx(scores["macro_f1"])
+    assert run.data.metrics["val_ece"] == pytest.approx(scores["ece"])
+    assert client.get_metric_history(result["run_id"], "val_ece")[0].timestamp > 1e12  # not 1970
+    assert {a.path for a in client.list_artifacts(result["run_id"], "evaluation/val")} == \
+        {f"evaluation/val/{name}" for name in files}
+
     evaluated = foodpipe("evaluate", "--model", result["model_uri"], "--data", dataset, env=env)
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     scores = last_json(evaluated.stdout)
-    metadata = pipeline.load_metadata(dataset)
-    assert scores["count"] == metadata["splits"]["test"]["count"] and 0 <= scores["accuracy"] <= 1
-    client = client_for(mlflow_server)
+    assert scores["count"] == metadata["splits"]["test"]["count"]
     assert client.get_run(result["run_id"]).data.metrics["test_accuracy"] == pytest.approx(scores["accuracy"])
 
     # A worse finished run and a better unfinished one: select must pick the trained run.
@@ -117,6 +142,13 @@ def test_evaluate_select_register_and_predict_end_to_end(trained, dataset, mlflo
     assert selected.returncode == 0, selected.stderr[-2000:]
     best = last_json(selected.stdout)
     assert best["run_id"] == result["run_id"] and best["registered"]["model_uri"] == "models:/food-smoke/1"
+    table = selected.stdout.strip().splitlines()[:-1]
+    assert table[0].split() == ["run_id", "run_name", "model", "val_accuracy"]
+    assert [line.split()[0] for line in table[1:]] == [result["run_id"], worse]  # compared, best first
+    by_loss = foodpipe("select", "--experiment", "smoke", "--metric", "val_loss", env=env)
+    assert by_loss.returncode == 0 and last_json(by_loss.stdout)["run_id"] == result["run_id"]  # the only one
+    missing = foodpipe("select", "--experiment", "smoke", "--metric", "no_such_metric", env=env)
+    assert missing.returncode == 2 and "no finished run with a no_such_metric" in missing.stderr
 
     classes = metadata["classes"]
     accepted = explore.read_manifest(dataset)  # images the job accepted (raw_dataset has broken ones too)

@@ -58,6 +58,11 @@ def parse(record):
     return features[schema.ENCODED], features[schema.LABEL]
 
 
+def parse_with_id(record):
+    features = tf.io.parse_single_example(record, schema.feature_spec())
+    return features[schema.ENCODED], features[schema.LABEL], features[schema.IMAGE_ID]
+
+
 def eval_window(shape, framing: str, crop_fraction: float):
     """``[y, x, h, w]`` of what the model sees of an image of ``shape``: the whole image, or for
     framing ``crop`` a centred square of ``crop_fraction`` times the shorter side."""
@@ -118,8 +123,8 @@ PADDING_LABEL = -1  # blank examples that make every replica's eval batch full; 
 
 
 def make_dataset(data_uri: str, split: str, config: InputConfig, input_context=None, training=None,
-                 metadata=None, repeat: bool = False, skip: int = 0, pad_to_multiple: int | None = None
-                 ) -> tf.data.Dataset:
+                 metadata=None, repeat: bool = False, skip: int = 0, pad_to_multiple: int | None = None,
+                 with_ids: bool = False) -> tf.data.Dataset:
     """Batches of ``(images uint8 [B, S, S, 3], labels int64 [B])`` for ``split``.
 
     ``training`` (default: ``split == "train"``) selects shuffling and augmentation; otherwise the
@@ -132,8 +137,11 @@ def make_dataset(data_uri: str, split: str, config: InputConfig, input_context=N
     parsing), so a resumed run continues the stream where it stopped. ``pad_to_multiple``
     (eval on one input pipeline): blank images labelled ``PADDING_LABEL`` fill the split up to a
     multiple of it, the global batch size, so that no replica gets a partial or empty batch.
+    ``with_ids`` (eval): batches of ``(images, labels, image ids)``, for finding images again.
     """
     training = split == "train" if training is None else training
+    if with_ids and (training or pad_to_multiple):
+        raise ValueError("with_ids is for unpadded eval datasets")
     ordered = not training or repeat  # a resumed trainer finds its place again in an ordered stream
     metadata = metadata or load_metadata(data_uri)
     paths = shard_paths(data_uri, metadata, split)
@@ -163,7 +171,7 @@ def make_dataset(data_uri: str, split: str, config: InputConfig, input_context=N
         records = records.repeat()
     if skip:
         records = records.skip(skip)
-    examples = records.map(parse, num_parallel_calls=AUTOTUNE, deterministic=ordered)
+    examples = records.map(parse_with_id if with_ids else parse, num_parallel_calls=AUTOTUNE, deterministic=ordered)
 
     size = config.image_size
     batch = input_context.get_per_replica_batch_size(config.batch_size) if input_context else config.batch_size
@@ -184,8 +192,8 @@ def make_dataset(data_uri: str, split: str, config: InputConfig, input_context=N
             dataset = dataset.map(augment_batch, num_parallel_calls=AUTOTUNE, deterministic=ordered)
     else:
         images = examples.map(
-            lambda encoded, label: (preprocess_eval_image(encoded, size, config.framing, config.eval_crop_fraction),
-                                    label),
+            lambda encoded, *rest: (preprocess_eval_image(encoded, size, config.framing, config.eval_crop_fraction),
+                                    *rest),
             num_parallel_calls=AUTOTUNE, deterministic=True)
         if pad_to_multiple:
             if pipelines > 1:

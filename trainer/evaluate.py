@@ -6,6 +6,9 @@ Python code is unpickled from the store.
 """
 
 import os
+import shutil
+import tempfile
+import time
 import warnings
 
 import numpy as np
@@ -16,8 +19,7 @@ from foodpipe import s3, uri
 from foodpipe.errors import FoodpipeError
 from tfdata import pipeline
 from tfdata.config import InputConfig
-from trainer import serving, tracking
-from trainer.train import predict_split
+from trainer import metrics, report, serving, tracking
 
 MLFLOW_SCHEMES = ("runs:/", "models:/")
 
@@ -69,14 +71,82 @@ def run_of(model_uri: str, client) -> str | None:
     return None
 
 
-def cross_entropy(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """Keras' sparse categorical cross-entropy on probabilities (clipped the same way)."""
-    picked = probabilities[np.arange(len(labels)), labels]
-    return float(-np.log(np.clip(picked, 1e-7, 1 - 1e-7)).mean())
+GALLERY_SIZE = 24
+
+
+class Mistakes:
+    """The most confident mistakes seen so far (at most ``size``, with the images the model saw),
+    kept while the split streams by, so evaluation stays one pass without holding every image."""
+
+    def __init__(self, size: int = GALLERY_SIZE):
+        self.size = size
+        self.images = np.zeros((0, 0, 0, 3), np.uint8)
+        self.labels = self.probabilities = self.ids = None
+
+    def add(self, images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, ids: np.ndarray) -> None:
+        wrong = probabilities.argmax(axis=1) != labels
+        if not wrong.any():
+            return
+        candidates = (images[wrong], labels[wrong], probabilities[wrong], ids[wrong])
+        if self.labels is not None:
+            candidates = tuple(np.concatenate(pair) for pair in zip(
+                (self.images, self.labels, self.probabilities, self.ids), candidates))
+        keep = np.argsort(-candidates[2].max(axis=1), kind="stable")[:self.size]
+        self.images, self.labels, self.probabilities, self.ids = (array[keep] for array in candidates)
+
+
+def predict_with_ids(classifier, dataset, mistakes: Mistakes):
+    """``(labels, probabilities, ids)`` over a finite ``(images, labels, ids)`` dataset, one pass."""
+    labels, probabilities, ids = [], [], []
+    for images, batch_labels, batch_ids in dataset:
+        batch_probabilities = np.asarray(classifier(images, training=False))
+        mistakes.add(images.numpy(), batch_labels.numpy(), batch_probabilities, batch_ids.numpy())
+        labels.append(batch_labels.numpy())
+        probabilities.append(batch_probabilities)
+        ids.append(batch_ids.numpy())
+    return np.concatenate(labels), np.concatenate(probabilities), np.concatenate(ids)
+
+
+def write_error_analysis(directory: str, class_names: list[str], split: str, labels: np.ndarray,
+                         probabilities: np.ndarray, ids: np.ndarray, mistakes: Mistakes) -> list[str]:
+    """``per_class.csv``, ``confusion_matrix.png``, ``mistakes.png``, ``mistakes.csv`` and
+    ``calibration.png`` into ``directory``; returns their paths."""
+    import csv
+
+    os.makedirs(directory, exist_ok=True)
+    predictions = probabilities.argmax(axis=1)
+    matrix = metrics.confusion_matrix(labels, predictions, len(class_names))
+    classes = metrics.per_class(matrix)
+    paths = {name: os.path.join(directory, name) for name in
+             ("per_class.csv", "confusion_matrix.png", "mistakes.png", "mistakes.csv", "calibration.png")}
+    with open(paths["per_class.csv"], "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["class", "support", "precision", "recall", "f1"])
+        for index, name in enumerate(class_names):
+            writer.writerow([name, int(classes["support"][index])] +
+                            [f"{classes[key][index]:.6f}" for key in ("precision", "recall", "f1")])
+    wrong = np.flatnonzero(predictions != labels)
+    wrong = wrong[np.argsort(-probabilities[wrong].max(axis=1), kind="stable")]
+    with open(paths["mistakes.csv"], "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "true_class", "predicted_class", "probability", "true_class_probability"])
+        for index in wrong:
+            writer.writerow([ids[index].decode(), class_names[labels[index]], class_names[predictions[index]],
+                             f"{probabilities[index].max():.6f}", f"{probabilities[index, labels[index]]:.6f}"])
+    report.plot_confusion_matrix(matrix, class_names, paths["confusion_matrix.png"], title=f"{split} confusion matrix")
+    shown = mistakes.labels if mistakes.labels is not None else np.zeros(0, np.int64)
+    report.plot_mistakes(mistakes.images, [class_names[i] for i in shown],
+                         [class_names[i] for i in (mistakes.probabilities.argmax(axis=1) if len(shown) else [])],
+                         mistakes.probabilities.max(axis=1) if len(shown) else np.zeros(0), paths["mistakes.png"])
+    report.plot_calibration(metrics.calibration(labels, probabilities), paths["calibration.png"])
+    return list(paths.values())
 
 
 def evaluate(model_uri: str, data_uri: str, split: str = "test", batch_size: int = 64,
-             tracking_uri: str | None = None) -> dict:
+             tracking_uri: str | None = None, output_dir: str | None = None) -> dict:
+    """Accuracy, loss, macro/weighted precision/recall/F1, top-k accuracy and ECE of ``split``, in one
+    pass; the error analysis (``write_error_analysis``) is logged to the model's run under
+    ``evaluation/SPLIT/`` and, with ``output_dir``, written to ``output_dir/evaluation/SPLIT/``."""
     client = tracking.connect(tracking.chosen_uri(tracking_uri)) if model_uri.startswith(MLFLOW_SCHEMES) else None
     model = load_model(model_uri, tracking_uri, client)
     preprocess, classifier = serving.parts(model)
@@ -85,36 +155,52 @@ def evaluate(model_uri: str, data_uri: str, split: str = "test", batch_size: int
         raise FoodpipeError(f"the classes of {data_uri} differ from the classes the model was trained on")
     config = InputConfig(image_size=preprocess.image_size, batch_size=batch_size, framing=preprocess.framing,
                          eval_crop_fraction=preprocess.crop_fraction)
-    dataset = pipeline.make_dataset(data_uri, split, config, training=False, metadata=metadata)
+    dataset = pipeline.make_dataset(data_uri, split, config, training=False, metadata=metadata, with_ids=True)
+    mistakes = Mistakes()
     try:
-        labels, probabilities = predict_split(classifier, dataset)
+        labels, probabilities, ids = predict_with_ids(classifier, dataset, mistakes)
     except tf.errors.DataLossError:
         raise pipeline.explain_data_loss(data_uri, split, metadata) from None
-    result = {"accuracy": float((probabilities.argmax(axis=1) == labels).mean()),
-              "loss": cross_entropy(labels, probabilities), "count": int(len(labels))}
-    if client is not None:
+    result = metrics.summary(labels, probabilities)
+    folder = f"evaluation/{split}"
+    local = os.path.join(output_dir, folder) if output_dir else tempfile.mkdtemp(prefix="foodpipe-evaluation-")
+    files = write_error_analysis(local, metadata["classes"], split, labels, probabilities, ids, mistakes)
+    run_id = run_of(model_uri, client) if client is not None else None
+    if run_id:
         from mlflow.entities import Metric
 
-        run_id = run_of(model_uri, client)
-        if run_id:
-            metrics = [Metric(f"{split}_{key}", float(value), 0, 0) for key, value in result.items()]
-            client.log_batch(run_id, metrics=metrics)
-            result["run_id"] = run_id
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(f"{split}_{key}", float(value), now, 0)
+                                          for key, value in result.items() if key != "top_k"])
+        for path in files:
+            client.log_artifact(run_id, path, folder)
+        result["run_id"] = run_id
+    if not output_dir:
+        shutil.rmtree(local, ignore_errors=True)
     return result
 
 
-def select(experiment: str, tracking_uri: str | None = None, register: str | None = None) -> dict:
-    """The finished run with the highest validation accuracy; optionally registered as ``register``."""
+LOWER_IS_BETTER = ("loss", "ece")
+
+
+def select(experiment: str, tracking_uri: str | None = None, register: str | None = None,
+           metric: str = "val_accuracy") -> tuple[dict, list[dict]]:
+    """The finished run with the best ``metric`` (the highest; the lowest for names ending in loss or
+    ece), optionally registered as ``register``; and the runs it was compared with, best first."""
     client = tracking.connect(tracking.chosen_uri(tracking_uri))
     experiment_id = tracking.experiment_id(client, experiment, create=False)
+    order = "ASC" if metric.endswith(LOWER_IS_BETTER) else "DESC"
     runs = client.search_runs([experiment_id], filter_string="attributes.status = 'FINISHED'",
-                              order_by=["metrics.val_accuracy DESC", "attributes.start_time DESC"], max_results=50)
-    runs = [run for run in runs if "val_accuracy" in run.data.metrics]
+                              order_by=[f"metrics.`{metric}` {order}", "attributes.start_time DESC"], max_results=50)
+    runs = [run for run in runs if metric in run.data.metrics]
     if not runs:
-        raise FoodpipeError(f"experiment {experiment!r} has no finished run with a val_accuracy")
+        raise FoodpipeError(f"experiment {experiment!r} has no finished run with a {metric}")
+    compared = [{"run_id": run.info.run_id, "run_name": run.info.run_name, "model": run.data.params.get("model"),
+                 metric: run.data.metrics[metric], "val_accuracy": run.data.metrics.get("val_accuracy")}
+                for run in runs]
     best = runs[0]
-    result = {"run_id": best.info.run_id, "run_name": best.info.run_name,
-              "val_accuracy": best.data.metrics["val_accuracy"],
+    result = {"run_id": best.info.run_id, "run_name": best.info.run_name, "metric": metric,
+              metric: best.data.metrics[metric], "val_accuracy": best.data.metrics.get("val_accuracy"),
               "model_uri": f"runs:/{best.info.run_id}/{tracking.MODEL_ARTIFACT}",
               "model": best.data.params.get("model")}
     if register:
@@ -123,7 +209,7 @@ def select(experiment: str, tracking_uri: str | None = None, register: str | Non
         version = mlflow.register_model(result["model_uri"], register)
         result["registered"] = {"name": register, "version": int(version.version),
                                 "model_uri": f"models:/{register}/{version.version}"}
-    return result
+    return result, compared
 
 
 def read_image(location: str) -> bytes:

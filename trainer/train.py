@@ -21,7 +21,7 @@ from foodpipe import schema
 from foodpipe.errors import FoodpipeError
 from tfdata import filesystem, pipeline
 from tfdata.config import InputConfig
-from trainer import report, serving, strategy as strategies, tracking
+from trainer import metrics, report, serving, strategy as strategies, tracking
 from trainer.checkpoint import ResumableCheckpoint
 from trainer.loop import DistributedLoop
 from trainer.config import TrainConfig
@@ -39,11 +39,11 @@ class EpochLogger(keras.callbacks.Callback):
         self.history = history
 
     def on_epoch_end(self, epoch, logs=None):
-        metrics = {key: float(value) for key, value in (logs or {}).items() if key in LOGGED_METRICS}
-        metrics["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        for key, value in metrics.items():
+        values = {key: float(value) for key, value in (logs or {}).items() if key in LOGGED_METRICS}
+        values["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        for key, value in values.items():
             self.history.setdefault(key, []).append(value)
-        self.writer.log_metrics(metrics, step=epoch + 1)
+        self.writer.log_metrics(values, step=epoch + 1)
 
 
 class KeepBest(keras.callbacks.Callback):
@@ -188,7 +188,7 @@ def log_outputs(writer, model: keras.Model, config: TrainConfig, metadata: dict,
     scratch = tempfile.mkdtemp(prefix="foodpipe-run-")
     labels, probabilities = val
     classes = metadata["classes"]
-    matrix = report.confusion_matrix(labels, probabilities.argmax(axis=1), len(classes))
+    matrix = metrics.confusion_matrix(labels, probabilities.argmax(axis=1), len(classes))
     writer.log_artifact(report.plot_training_curves(history, os.path.join(scratch, "training_curves.png")), "plots")
     writer.log_artifact(report.plot_confusion_matrix(matrix, classes, os.path.join(scratch, "confusion_matrix.png")),
                         "plots")
@@ -212,8 +212,8 @@ def keep_epoch(config: TrainConfig, best: KeepBest, writer) -> int:
         return config.epochs
     best.restore_best()
     print(f"Keeping epoch {best.epoch} (val_accuracy {best.score:.4f})", flush=True)
-    metrics = {key: float(best.logs[key]) for key in LOGGED_METRICS if key in best.logs}
-    writer.log_metrics({**metrics, "kept_epoch": best.epoch}, step=config.epochs + 1)
+    kept = {key: float(best.logs[key]) for key in LOGGED_METRICS if key in best.logs}
+    writer.log_metrics({**kept, "kept_epoch": best.epoch}, step=config.epochs + 1)
     return best.epoch
 
 
