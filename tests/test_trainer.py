@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from urllib.parse import urlparse
 
 import numpy as np
@@ -23,7 +22,7 @@ from tests.conftest import REPO, foodpipe, free_port, start_mlflow_server, stop_
 from tests.faults import TcpProxy
 from tfdata import pipeline
 from tfdata.config import InputConfig
-from trainer import report, serving, strategy
+from trainer import serving, strategy
 from trainer.config import TrainConfig
 
 TINY = ["--image-size", "32", "--num-blocks", "2", "--filters", "4", "--dense-units", "8", "--batch-size", "8"]
@@ -464,8 +463,3 @@ def test_bad_tf_config_is_an_error(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(FoodpipeError, match="TF_CONFIG is not valid JSON"):
         strategy.cluster_size()
-
-
-def test_confusion_matrix_counts_true_by_predicted():
-    matrix = report.confusion_matrix(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0]), 3)
-    np.testing.assert_array_equal(matrix, [[1, 1, 0], [0, 1, 0], [1, 0, 1]])
