@@ -162,10 +162,12 @@ def evaluate(model_uri: str, data_uri: str, split: str = "test", batch_size: int
     except tf.errors.DataLossError:
         raise pipeline.explain_data_loss(data_uri, split, metadata) from None
     result = metrics.summary(labels, probabilities)
+    run_id = run_of(model_uri, client) if client is not None else None
+    if not (run_id or output_dir):
+        return result  # the error analysis would go nowhere
     folder = f"evaluation/{split}"
     local = os.path.join(output_dir, folder) if output_dir else tempfile.mkdtemp(prefix="foodpipe-evaluation-")
     files = write_error_analysis(local, metadata["classes"], split, labels, probabilities, ids, mistakes)
-    run_id = run_of(model_uri, client) if client is not None else None
     if run_id:
         from mlflow.entities import Metric
 
