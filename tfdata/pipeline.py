@@ -53,14 +53,14 @@ def shard_paths(data_uri: str, metadata: dict, split: str) -> list[str]:
     return [uri.join(data_uri, name) for name in shards]
 
 
-def parse(record):
-    features = tf.io.parse_single_example(record, schema.feature_spec())
-    return features[schema.ENCODED], features[schema.LABEL]
-
-
 def parse_with_id(record):
+    """``(JPEG bytes, label, image id)`` of one record (the schema's every feature is parsed anyway)."""
     features = tf.io.parse_single_example(record, schema.feature_spec())
     return features[schema.ENCODED], features[schema.LABEL], features[schema.IMAGE_ID]
+
+
+def parse(record):
+    return parse_with_id(record)[:2]
 
 
 def eval_window(shape, framing: str, crop_fraction: float):
