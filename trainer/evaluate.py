@@ -80,17 +80,17 @@ class Mistakes:
 
     def __init__(self, size: int = GALLERY_SIZE):
         self.size = size
-        self.images = np.zeros((0, 0, 0, 3), np.uint8)
-        self.labels = self.probabilities = self.ids = None
+        self.images = self.labels = self.probabilities = self.ids = None  # shaped by the first batch
 
     def add(self, images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, ids: np.ndarray) -> None:
+        if self.labels is None:
+            self.images, self.labels, self.probabilities, self.ids = images[:0], labels[:0], probabilities[:0], ids[:0]
         wrong = probabilities.argmax(axis=1) != labels
         if not wrong.any():
             return
-        candidates = (images[wrong], labels[wrong], probabilities[wrong], ids[wrong])
-        if self.labels is not None:
-            candidates = tuple(np.concatenate(pair) for pair in zip(
-                (self.images, self.labels, self.probabilities, self.ids), candidates))
+        candidates = tuple(np.concatenate(pair) for pair in zip(
+            (self.images, self.labels, self.probabilities, self.ids),
+            (images[wrong], labels[wrong], probabilities[wrong], ids[wrong])))
         keep = np.argsort(-candidates[2].max(axis=1), kind="stable")[:self.size]
         self.images, self.labels, self.probabilities, self.ids = (array[keep] for array in candidates)
 
@@ -134,10 +134,9 @@ def write_error_analysis(directory: str, class_names: list[str], split: str, lab
             writer.writerow([ids[index].decode(), class_names[labels[index]], class_names[predictions[index]],
                              f"{probabilities[index].max():.6f}", f"{probabilities[index, labels[index]]:.6f}"])
     report.plot_confusion_matrix(matrix, class_names, paths["confusion_matrix.png"], title=f"{split} confusion matrix")
-    shown = mistakes.labels if mistakes.labels is not None else np.zeros(0, np.int64)
-    report.plot_mistakes(mistakes.images, [class_names[i] for i in shown],
-                         [class_names[i] for i in (mistakes.probabilities.argmax(axis=1) if len(shown) else [])],
-                         mistakes.probabilities.max(axis=1) if len(shown) else np.zeros(0), paths["mistakes.png"])
+    report.plot_mistakes(mistakes.images, [class_names[i] for i in mistakes.labels],
+                         [class_names[i] for i in mistakes.probabilities.argmax(axis=1)],
+                         mistakes.probabilities.max(axis=1), paths["mistakes.png"])
     report.plot_calibration(metrics.calibration(labels, probabilities), paths["calibration.png"])
     return list(paths.values())
 
@@ -200,11 +199,7 @@ def select(experiment: str, tracking_uri: str | None = None, register: str | Non
     compared = [{"run_id": run.info.run_id, "run_name": run.info.run_name, "model": run.data.params.get("model"),
                  metric: run.data.metrics[metric], "val_accuracy": run.data.metrics.get("val_accuracy")}
                 for run in runs]
-    best = runs[0]
-    result = {"run_id": best.info.run_id, "run_name": best.info.run_name, "metric": metric,
-              metric: best.data.metrics[metric], "val_accuracy": best.data.metrics.get("val_accuracy"),
-              "model_uri": f"runs:/{best.info.run_id}/{tracking.MODEL_ARTIFACT}",
-              "model": best.data.params.get("model")}
+    result = {**compared[0], "metric": metric, "model_uri": f"runs:/{runs[0].info.run_id}/{tracking.MODEL_ARTIFACT}"}
     if register:
         import mlflow
 
