@@ -3,8 +3,8 @@
 import argparse
 import dataclasses
 
-from beam_pipelines import images, split
-from foodpipe import uri
+from beam_pipelines import split
+from foodpipe import images, uri
 from foodpipe.errors import FoodpipeError
 
 DEFAULT_SPLIT = "0.75,0.2,0.05"  # the seed's 7500/2000/500 of 10,000 images

@@ -5,7 +5,6 @@ sees an old metadata file over new shards (or the reverse), and no stale shard s
 import contextlib
 import datetime
 import fcntl
-import glob
 import hashlib
 import json
 import logging
@@ -14,9 +13,7 @@ import socket
 import tempfile
 import uuid
 
-from apache_beam.io.filesystems import FileSystems
-
-from foodpipe import s3, schema, uri
+from foodpipe import s3, schema, storage, uri
 from foodpipe.errors import FoodpipeError
 
 log = logging.getLogger("foodpipe.preprocess")
@@ -29,111 +26,43 @@ def new_staging_dir(output: str) -> str:
     return uri.join(output, f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}")
 
 
-def _top_level_files(directory: str, settings: s3.S3Settings) -> list[str]:
-    """Paths directly inside ``directory``."""
-    if uri.is_s3(directory):
-        return sorted(s3.list_objects(directory, settings, recursive=False))
-    try:
-        matched = FileSystems.match([uri.join(directory, "*")])[0].metadata_list
-    except Exception:
-        return []  # a directory that does not exist yet
-    return sorted(m.path for m in matched)
-
-
 def is_dataset_file(name: str) -> bool:
     return schema.is_shard_name(name) or name in (schema.METADATA_FILE, schema.MANIFEST_FILE, schema.REJECTED_FILE)
-
-
-def read_json(path: str, settings: s3.S3Settings) -> dict:
-    if uri.is_s3(path):
-        return json.loads(s3.read_object(path, settings))
-    with FileSystems.open(path) as f:
-        return json.loads(f.read().decode())
-
-
-def write_json(path: str, value: dict, settings: s3.S3Settings) -> None:
-    data = json.dumps(value, indent=2, sort_keys=True).encode()
-    if uri.is_s3(path):
-        s3.write_object(path, data, settings)
-        return
-    with FileSystems.create(path) as f:
-        f.write(data)
-
-
-def _delete(paths: list[str], settings: s3.S3Settings) -> None:
-    if paths and uri.is_s3(paths[0]):
-        s3.delete_objects(paths, settings)
-    elif paths:
-        FileSystems.delete(paths)
-
-
-def delete_tree(directory: str, settings: s3.S3Settings) -> None:
-    if uri.is_s3(directory):
-        _delete(list(s3.list_objects(directory, settings)), settings)
-    elif os.path.exists(directory):
-        FileSystems.delete([directory])
 
 
 def commit(staging: str, output: str, files: list[str], metadata: dict, settings: s3.S3Settings) -> None:
     """Replace whatever dataset is at ``output`` with ``files`` from ``staging`` plus ``metadata``."""
     metadata_path = uri.join(output, schema.METADATA_FILE)
-    old = [p for p in _top_level_files(output, settings) if is_dataset_file(p.rsplit("/", 1)[-1])]
+    old = [p for p in sorted(storage.list_files(output, settings, recursive=False))
+           if is_dataset_file(p.rsplit("/", 1)[-1])]
     if metadata_path in old:
-        _delete([metadata_path], settings)  # from here on the output reads as incomplete
+        storage.delete([metadata_path], settings)  # from here on the output reads as incomplete
         old.remove(metadata_path)
-    _delete(old, settings)
-    sources, dests = [uri.join(staging, name) for name in files], [uri.join(output, name) for name in files]
-    if uri.is_s3(output):
-        for source, dest in zip(sources, dests):
-            s3.move_object(source, dest, settings)
-    else:
-        FileSystems.rename(sources, dests)
-    write_json(metadata_path, metadata, settings)
+    storage.delete(old, settings)
+    for name in files:
+        storage.move(uri.join(staging, name), uri.join(output, name), settings)
+    storage.write_json(metadata_path, metadata, settings)
     for directory in [staging] + _staging_dirs(output, settings):  # the lock holder owns them all
-        delete_tree(directory, settings)
+        storage.delete_tree(directory, settings)
 
 
 def _staging_dirs(output: str, settings: s3.S3Settings) -> list[str]:
     """Staging folders left under ``output`` by failed runs (their cleanup could not reach the store)."""
     prefix = uri.join(output, STAGING_PREFIX)
-    if uri.is_s3(output):
-        return sorted({path[:path.index("/", len(prefix))] for path in s3.list_objects(output, settings)
-                       if path.startswith(prefix) and "/" in path[len(prefix):]})
-    return sorted(glob.glob(glob.escape(prefix) + "*"))
+    return sorted({path[:path.index("/", len(prefix))] for path in storage.list_files(output, settings)
+                   if path.startswith(prefix) and "/" in path[len(prefix):]})
 
 
 def _create_exclusively(path: str, body: bytes, settings: s3.S3Settings) -> bool:
-    """Create ``path`` only if it does not exist (S3: a conditional PUT); False if it did."""
-    if uri.is_s3(path):
-        bucket, key = uri.split_s3(path)
-        client = s3.cached_client(settings)
-        try:
-            client.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
-        except client.exceptions.ClientError as exc:
-            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
-                return False
-            raise s3.describe_error(exc, settings, f"locking {path}") from None
-        return True
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     try:
-        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(descriptor, "wb") as f:
-        f.write(body)
-    return True
-
-
-def _remove(path: str, settings: s3.S3Settings) -> None:
-    if uri.is_s3(path):
-        s3.delete_objects([path], settings)
-    elif os.path.exists(path):
-        os.remove(path)
+        return storage.create_exclusively(path, body, settings)
+    except Exception as exc:
+        raise storage.describe(exc, path, f"locking {path}", settings) from None
 
 
 def _read_lock(path: str, settings: s3.S3Settings) -> dict | None:
     try:
-        return read_json(path, settings)
+        return storage.read_json(path, settings)
     except Exception:  # gone meanwhile, or not ours to parse
         return None
 
@@ -169,7 +98,7 @@ def _take_over(path: str, dead: dict, body: bytes, settings: s3.S3Settings) -> b
         if current is not None and current != dead:
             return False
         if current is not None:
-            _remove(path, settings)
+            storage.delete([path], settings)
         return _create_exclusively(path, body, settings)
 
 
@@ -195,7 +124,7 @@ def exclusive(output: str, settings: s3.S3Settings):
         yield
     finally:
         try:
-            _remove(path, settings)
+            storage.delete([path], settings)
         except Exception as exc:  # the store went away: the next run on this host sees the owner is dead
             log.warning("preprocess: could not release the lock %s (%s); a run on this host takes it over, "
                         "elsewhere delete it once no run is writing", path, type(exc).__name__)

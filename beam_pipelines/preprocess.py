@@ -16,15 +16,14 @@ import sys
 import time
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import config as job_config
 from beam_pipelines import output, preflight, transforms
 from beam_pipelines.stats import mean_std
-from beam_pipelines.images import PixelSums
-from foodpipe import __version__, logs, s3, schema, uri
+from foodpipe import __version__, logs, process, s3, schema, storage
 from foodpipe.errors import FoodpipeError
+from foodpipe.images import PixelSums
 
 log = logging.getLogger("foodpipe.preprocess")
 
@@ -84,7 +83,7 @@ def build_metadata(config, classes, summary: dict, runner: str, seconds: float) 
         "schema_version": schema.SCHEMA_VERSION,
         "classes": classes,
         "splits": splits,
-        "stats": {"mean": mean, "std": std, "computed_on": schema.SPLITS[0], "pixels": sums.count},
+        "stats": {"mean": mean, "std": std, "computed_on": schema.TRAIN, "pixels": sums.count},
         "rejected": summary["rejected"],
         "images": sum(s["count"] for s in splits.values()),
         "image_sides": {"min": summary["manifest"]["min_side"], "max": summary["manifest"]["max_side"]},
@@ -126,7 +125,7 @@ def publish(config, classes: list[str], staging: str, runner: str, seconds: floa
             settings: s3.S3Settings) -> dict:
     """Turns the job's summary into metadata and commits the staged dataset to the output."""
     try:
-        summary = output.read_json(f"{staging}/{transforms.SUMMARY_FILE}", settings)
+        summary = storage.read_json(f"{staging}/{transforms.SUMMARY_FILE}", settings)
         metadata = build_metadata(config, classes, summary, runner, seconds)
         check_every_class_written(classes, metadata)
         files = [s["name"] for s in summary["shards"]] + [schema.MANIFEST_FILE, schema.REJECTED_FILE]
@@ -135,15 +134,14 @@ def publish(config, classes: list[str], staging: str, runner: str, seconds: floa
         raise
     except Exception as exc:  # the store went away while publishing: metadata.json comes last
         what = f"publishing {config.output} (not complete, no {schema.METADATA_FILE}: run the job again)"
-        raise (s3.describe_error(exc, settings, what) if uri.is_s3(config.output) else
-               FoodpipeError(f"{type(exc).__name__} while {what}: {exc}")) from None
+        raise storage.describe(exc, config.output, what, settings) from None
     return metadata
 
 
 def remove_staging(staging: str, settings: s3.S3Settings) -> None:
     """Best effort: a failed job's error matters more than its leftovers, which are only named."""
     try:
-        output.delete_tree(staging, settings)
+        storage.delete_tree(staging, settings)
     except Exception as exc:
         log.warning("preprocess: could not remove the staging folder %s (%s); the next run into this output "
                     "removes it", staging, type(exc).__name__)
@@ -158,12 +156,10 @@ def run(argv=None) -> dict:
     settings = s3.S3Settings.from_env(args.s3_endpoint)
     settings.apply_to_environment()
     options = pipeline_options(beam_args, settings)
-    FileSystems.set_options(options)
     runner = str(options.view_as(beam.options.pipeline_options.StandardOptions).runner).rsplit(".", 1)[-1]
 
     classes, counts = preflight.plan(config, settings)
-    if uri.is_s3(config.output):
-        s3.check_bucket(settings, uri.split_s3(config.output)[0], f"writing {config.output}")
+    storage.check_folder(config.output, f"writing {config.output}", settings, must_exist=False)
     staging = output.new_staging_dir(config.output)
     log.info("preprocess: %d classes from %s -> %s (runner %s)", len(classes), config.input, config.output, runner)
     started = time.monotonic()
@@ -201,6 +197,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from foodpipe.cli import exit_now
-
-    exit_now(main())
+    process.exit_now(main())

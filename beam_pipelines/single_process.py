@@ -11,12 +11,9 @@ import dataclasses
 import json
 import sys
 
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
-
 from beam_pipelines import config as job_config
-from beam_pipelines import images, preflight, split, transforms
-from foodpipe import s3, schema
+from beam_pipelines import preflight, split, transforms
+from foodpipe import images, s3, schema, storage
 
 
 def run(argv=None) -> dict:
@@ -26,12 +23,11 @@ def run(argv=None) -> dict:
     config = job_config.PreprocessConfig.from_args(args)
     settings = s3.S3Settings.from_env(args.s3_endpoint)
     settings.apply_to_environment()
-    FileSystems.set_options(PipelineOptions(settings.beam_flags()))
     classes, counts = preflight.plan(config, settings)
 
     images_root = config.images_root
     inspect = transforms.InspectImageFn(images_root, classes, config.min_side, config.max_pixels, settings)
-    paths = [m.path for m in FileSystems.match([images_root + "/*/*"])[0].metadata_list]
+    paths = transforms.list_images(images_root, settings)
     by_class, rejected = collections.defaultdict(list), []
     for path in paths:
         found = inspect.inspect_file(path)
@@ -45,7 +41,7 @@ def run(argv=None) -> dict:
         splits = split.assign([r.image_id for r in class_records], config.split, config.seed)
         records += [dataclasses.replace(r, split=splits[r.image_id]) for r in class_records]
     for record in records:
-        if record.split == schema.SPLITS[0]:
+        if record.split == schema.TRAIN:
             total = total + record.sums
 
     shards = collections.defaultdict(list)
@@ -56,7 +52,7 @@ def run(argv=None) -> dict:
         for index in range(count):
             key = (name, index, count)
             data, _ = transforms.encode_shard(shards[key], config.seed, config.min_side, config.max_pixels, settings)
-            transforms.write_file(f"{config.output}/{schema.shard_name(*key)}", data, settings)
+            storage.write(f"{config.output}/{schema.shard_name(*key)}", data, settings)
     transforms.write_manifest([transforms.manifest_row(r) for r in records], f"{config.output}/{schema.MANIFEST_FILE}",
                               settings)
     transforms.write_rejected(rejected, f"{config.output}/{schema.REJECTED_FILE}", settings)

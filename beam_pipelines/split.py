@@ -9,7 +9,7 @@ number of workers or the order the files were listed in.
 import hashlib
 
 from foodpipe.errors import FoodpipeError
-from foodpipe.schema import SPLITS
+from foodpipe.schema import TEST, TRAIN, VAL
 
 
 def stable_hash(seed: int, purpose: str, key: str) -> int:
@@ -46,6 +46,6 @@ def assign(ids: list[str], fractions: tuple[float, float, float], seed: int) -> 
     ordered = sorted(ids, key=lambda image_id: (stable_hash(seed, "split", image_id), image_id))
     first, second = split_boundaries(len(ordered), fractions)
     return {
-        image_id: SPLITS[0] if rank < first else SPLITS[1] if rank < second else SPLITS[2]
+        image_id: TRAIN if rank < first else VAL if rank < second else TEST
         for rank, image_id in enumerate(ordered)
     }

@@ -4,7 +4,7 @@ import math
 
 import apache_beam as beam
 
-from beam_pipelines.images import ZERO_SUMS, PixelSums
+from foodpipe.images import ZERO_SUMS, PixelSums
 
 
 def mean_std(sums: PixelSums) -> tuple[list[float], list[float]]:

@@ -5,40 +5,17 @@ by a bundle plus the one shard it is writing (about --shard-size-mb), not by the
 import dataclasses
 import io
 import json
-import math
-import os
 
 import apache_beam as beam
-from apache_beam.io import fileio
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_pipelines import images, split
+from beam_pipelines import split
 from beam_pipelines.stats import ChannelStatsFn
-from foodpipe import s3, schema, uri
+from foodpipe import images, s3, schema, storage
 from foodpipe.tfrecord import TFRecordWriter
 
 NAMESPACE = "foodpipe.preprocess"
 SUMMARY_FILE = "summary.json"
-
-
-def read_file(path: str, settings: s3.S3Settings) -> bytes:
-    """Whole-file read. S3 objects go through one cached boto3 client per worker: Beam's S3
-    filesystem makes a new client for every ``open`` (~0.2 s per image, measured)."""
-    if uri.is_s3(path):
-        return s3.read_object(path, settings)
-    with FileSystems.open(path) as f:
-        return f.read()
-
-
-def write_file(path: str, data: bytes, settings: s3.S3Settings) -> None:
-    """Whole-file write. On S3 one PUT through the cached client: Beam's S3 writer fails on an
-    empty file (a multipart upload with no parts), and an empty rejected.jsonl is normal."""
-    if uri.is_s3(path):
-        s3.write_object(path, data, settings)
-        return
-    with FileSystems.create(path) as f:
-        f.write(data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,8 +74,7 @@ class InspectImageFn(beam.DoFn):
         if any(part in (".", "..") for part in path.split("/")):
             self.rejected.inc()
             return Rejection(path, "path has a '.' or '..' segment")
-        if not uri.is_s3(path) and os.path.islink(path) and not uri.is_inside(
-                os.path.realpath(path), os.path.realpath(self.images_root)):
+        if storage.links_outside(path, self.images_root):
             self.rejected.inc()
             return Rejection(path, "symbolic link to a file outside the input folder")
         located = locate(path, self.images_root)
@@ -109,7 +85,7 @@ class InspectImageFn(beam.DoFn):
         if class_name not in self.labels:
             return None  # a class the job was asked to leave out
         self.read.inc()
-        data = read_file(path, self.settings)
+        data = storage.read(path, self.settings)
         found = images.inspect(data, self.min_side, self.max_pixels)
         if found.reason:
             self.rejected.inc()
@@ -129,27 +105,24 @@ def only(kind):
     return lambda element: [element] if isinstance(element, kind) else []
 
 
-def list_s3_images(images_root: str, settings: s3.S3Settings) -> list[str]:
-    """Every object under ``ROOT/images/`` (deeper keys too: they are rejected with a reason)."""
-    return sorted(s3.list_objects(images_root, settings))
+def list_images(images_root: str, settings: s3.S3Settings) -> list[str]:
+    """Every file under ``ROOT/images/`` (deeper ones too: they are rejected with a reason)."""
+    return sorted(storage.list_files(images_root, settings))
 
 
 class ListImages(beam.PTransform):
-    """The files under ``ROOT/images/``. On S3 through foodpipe's client (bounded retries: Beam's
-    S3 filesystem retries a listing for about ten minutes when the server is gone)."""
+    """The files under ``ROOT/images/``, listed in one step through ``foodpipe.storage`` (on S3 with
+    bounded retries: Beam's S3 filesystem retries a listing for about ten minutes when the server
+    is gone)."""
 
     def __init__(self, images_root: str, settings: s3.S3Settings):
         super().__init__()
         self.images_root, self.settings = images_root, settings
 
     def expand(self, pipeline):
-        if uri.is_s3(self.images_root):
-            return (pipeline
-                    | "Root" >> beam.Create([self.images_root])
-                    | "ListObjects" >> beam.FlatMap(list_s3_images, self.settings))
         return (pipeline
-                | "MatchFiles" >> fileio.MatchFiles(self.images_root + "/*/*")
-                | "Paths" >> beam.Map(lambda metadata: metadata.path))
+                | "Root" >> beam.Create([self.images_root])
+                | "List" >> beam.FlatMap(list_images, self.settings))
 
 
 class ReadAndValidate(beam.PTransform):
@@ -203,15 +176,10 @@ class ComputeStats(beam.PTransform):
     def expand(self, records):
         return (
             records
-            | "TrainOnly" >> beam.Filter(lambda r: r.split == schema.SPLITS[0])
+            | "TrainOnly" >> beam.Filter(lambda r: r.split == schema.TRAIN)
             | "Sums" >> beam.Map(lambda r: r.sums)
             | "Combine" >> beam.CombineGlobally(ChannelStatsFn())
         )
-
-
-def shard_counts(split_bytes: dict[str, int], shard_size_bytes: int) -> dict[str, int]:
-    """Shards per split for the expected bytes of each split (at least one for a non-empty split)."""
-    return {name: max(1, math.ceil(size / shard_size_bytes)) for name, size in split_bytes.items() if size > 0}
 
 
 def key_by_shard(record: ImageRecord, counts: dict[str, int], seed: int):
@@ -227,7 +195,7 @@ def encode_shard(records, seed: int, min_side: int, max_pixels: int, settings: s
     buffer = io.BytesIO()  # at most about --shard-size-mb
     writer = TFRecordWriter(buffer)
     for record in ordered:
-        data = images.stored_bytes(read_file(record.uri, settings), min_side, max_pixels)
+        data = images.stored_bytes(storage.read(record.uri, settings), min_side, max_pixels)
         if len(data) != record.stored_size:
             raise RuntimeError(f"{record.uri} changed while the job was running")
         writer.write(schema.to_example(data, record.image_id, record.label, record.class_name, record.height,
@@ -248,7 +216,7 @@ class WriteShardFn(beam.DoFn):
         data, written = encode_shard([r for r in records if r is not None], self.seed, self.min_side,
                                      self.max_pixels, self.settings)
         name = schema.shard_name(split_name, index, count)
-        write_file(f"{self.directory}/{name}", data, self.settings)
+        storage.write(f"{self.directory}/{name}", data, self.settings)
         self.written.inc(written)
         yield {"split": split_name, "name": name, "count": written, "bytes": len(data)}
 
@@ -296,7 +264,7 @@ def write_manifest(rows: list[dict], path: str, settings: s3.S3Settings) -> dict
     table = pa.table({column: [row[column] for row in rows] for column in schema.MANIFEST_COLUMNS})
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
-    write_file(path, buffer.getvalue(), settings)
+    storage.write(path, buffer.getvalue(), settings)
     sides = [side for row in rows for side in (row["height"], row["width"])]
     return {"rows": len(rows), "min_side": min(sides, default=0), "max_side": max(sides, default=0)}
 
@@ -304,7 +272,7 @@ def write_manifest(rows: list[dict], path: str, settings: s3.S3Settings) -> dict
 def write_rejected(rejections: list[Rejection], path: str, settings: s3.S3Settings) -> int:
     rows = sorted((dataclasses.asdict(r) for r in rejections), key=lambda row: row["uri"])
     lines = [json.dumps(row, sort_keys=True) + "\n" for row in rows]
-    write_file(path, "".join(lines).encode(), settings)
+    storage.write(path, "".join(lines).encode(), settings)
     return len(lines)
 
 
@@ -317,7 +285,7 @@ def write_summary(_, path, settings, shards, stats, class_counts, rejected, mani
         "rejected": rejected,
         "manifest": manifest,
     }
-    write_file(path, json.dumps(summary).encode(), settings)
+    storage.write(path, json.dumps(summary).encode(), settings)
     return path
 
 

@@ -10,6 +10,7 @@ import tempfile
 import threading
 import time
 
+from foodpipe import datasets, schema, storage
 from foodpipe.errors import FoodpipeError
 
 
@@ -45,9 +46,12 @@ def measure(args: list[str]) -> dict:
 
 
 def same_output(first: str, second: str) -> bool:
-    names = sorted(n for n in os.listdir(first) if n.endswith(".tfrecord") or n.endswith(".parquet"))
-    return names == sorted(n for n in os.listdir(second) if n.endswith(".tfrecord") or n.endswith(".parquet")) \
-        and all(open(os.path.join(first, n), "rb").read() == open(os.path.join(second, n), "rb").read() for n in names)
+    """Whether the two folders hold the same shards and manifest, byte for byte."""
+    def contents(folder: str) -> dict[str, bytes]:
+        return {os.path.basename(path): storage.read(path) for path in storage.list_files(folder, recursive=False)
+                if path.endswith((schema.SHARD_SUFFIX, schema.MANIFEST_FILE))}
+
+    return contents(first) == contents(second)
 
 
 def bench_preprocess(input_uri: str, extra: list[str]) -> dict:
@@ -58,8 +62,7 @@ def bench_preprocess(input_uri: str, extra: list[str]) -> dict:
                 *extra]
         beam_run = measure(job)
         loop_run = measure(loop)
-        with open(os.path.join(beam_out, "metadata.json")) as f:
-            metadata = json.load(f)
+        metadata = datasets.load_metadata(beam_out)
         images = metadata["images"] + metadata["rejected"]
         result = {
             "images": images,

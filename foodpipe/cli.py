@@ -4,31 +4,16 @@ an unexpected exception, a bug, prints one, redacted, and exits 1)."""
 
 import argparse
 import json
-import logging
 import os
 import sys
 import traceback
 
-from foodpipe import logs
+from foodpipe import logs, schema
 from foodpipe.errors import FoodpipeError
+from foodpipe.process import exit_now
 from trainer import config as train_config
 
 EXIT_ERROR = 2
-
-
-def exit_now(code: int) -> None:
-    """Flush everything, then leave without running interpreter shutdown.
-
-    With tensorflow-io's S3 filesystem loaded the process aborts during shutdown ("pure virtual
-    method called", exit 134; tensorflow/io#2039), which would replace the real exit code.
-    """
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
 
 
 def _s3_settings(args):
@@ -199,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="runs:/RUN/model, models:/NAME/VERSION, an MLflow model folder "
                                                   "or a .keras file")
     p.add_argument("--data", required=True)
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default=schema.TEST, choices=schema.SPLITS)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--json", metavar="FILE", help="also write the result to FILE, and the error analysis beside "
                                                   "it in evaluation/SPLIT/")

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 
-from foodpipe import explore, s3, synth, upload, uri
+from foodpipe import datasets, explore, s3, schema, storage, synth, upload
 from foodpipe.errors import FoodpipeError
 
 BUCKET = "foodpipe-demo"
@@ -46,15 +46,6 @@ def s3_endpoint():
 
 def step(message: str) -> None:
     print(f"==> {message}", flush=True)
-
-
-def download_prefix(settings: s3.S3Settings, source: str, destination: str) -> None:
-    bucket, prefix = uri.split_s3(source)
-    client = s3.cached_client(settings)
-    os.makedirs(destination, exist_ok=True)
-    for path in s3.list_objects(source, settings):
-        key = uri.split_s3(path)[1]
-        client.download_file(bucket, key, os.path.join(destination, key[len(prefix) + 1:]))
 
 
 def log_dataset_report(dataset_uri: str, metadata: dict, tracking_uri: str) -> dict:
@@ -105,16 +96,16 @@ def run(args) -> int:
                              batch_size=32, num_blocks=3, mlflow_uri=tracking_uri, experiment=EXPERIMENT)
         trained = train.train_and_evaluate(config)
         step(f"evaluating {trained['model_uri']} on the test split")
-        scores = evaluate.evaluate(trained["model_uri"], dataset_uri, "test", tracking_uri=tracking_uri)
+        scores = evaluate.evaluate(trained["model_uri"], dataset_uri, schema.TEST, tracking_uri=tracking_uri)
         step(f"test accuracy {scores['accuracy']:.3f} on {scores['count']} images")
         best = evaluate.select(EXPERIMENT, tracking_uri)[0]
         step(f"best run of experiment {EXPERIMENT!r}: {best['run_id']} (val_accuracy {best['val_accuracy']:.3f})")
-        test_image = next(row for row in explore.read_manifest(dataset_uri) if row["split"] == "test")
+        test_image = datasets.read_manifest(dataset_uri, split=schema.TEST)[0]
         image = test_image["uri"]
         prediction = evaluate.predict(best["model_uri"], [image], tracking_uri=tracking_uri)[0]["predictions"][0]
         step(f"prediction for {image} (true class {test_image['class_name']}): {prediction['class']} "
              f"({prediction['probability']:.3f})")
-        download_prefix(settings, dataset_uri, local_copy)
+        storage.copy_tree(dataset_uri, local_copy, settings)
 
     ui = f"mlflow ui --backend-store-uri {tracking_uri}"
     step(f"dataset copied to {local_copy}; MLflow runs in {store}; look at them with: {ui}")

@@ -10,7 +10,6 @@ import functools
 import os
 from urllib.parse import urlparse
 
-from foodpipe import uri
 from foodpipe.errors import FoodpipeError
 
 DEFAULT_REGION = "us-east-1"
@@ -122,18 +121,24 @@ def describe_error(exc: BaseException, settings: S3Settings, what: str) -> Foodp
     return FoodpipeError(f"{type(exc).__name__} while {what}: {exc}")
 
 
-def check_bucket(settings: S3Settings, bucket: str, what: str) -> None:
-    """Fail with a one-line error unless ``bucket`` exists and the credentials are accepted."""
+def check_bucket(settings: S3Settings, bucket: str, what: str, create: bool = False) -> None:
+    """Fail with a one-line error unless ``bucket`` exists (or, with ``create``, could be made) and
+    the credentials are accepted."""
     from botocore import exceptions as bce
 
-    client = settings.boto3_client()
+    client = cached_client(settings)
     try:
         client.head_bucket(Bucket=bucket)
     except bce.ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchBucket"):
-            raise FoodpipeError(f"S3 bucket {bucket!r} does not exist (endpoint {settings.endpoint_url or 'AWS'})") from None
-        raise describe_error(exc, settings, what) from None
+        if str(exc.response.get("Error", {}).get("Code", "")) not in ("404", "NoSuchBucket"):
+            raise describe_error(exc, settings, what) from None
+        if not create:
+            where = settings.endpoint_url or "AWS"
+            raise FoodpipeError(f"S3 bucket {bucket!r} does not exist (endpoint {where})") from None
+        try:
+            client.create_bucket(Bucket=bucket)
+        except (bce.ClientError, bce.BotoCoreError, OSError) as create_exc:
+            raise describe_error(create_exc, settings, f"creating bucket {bucket!r}") from None
     except (bce.BotoCoreError, OSError) as exc:
         raise describe_error(exc, settings, what) from None
 
@@ -143,58 +148,3 @@ def cached_client(settings: S3Settings):
     """One boto3 client per process and settings (boto3 clients are thread-safe; making one
     costs ~0.2 s, which is what Beam's S3 filesystem pays on every ``open``)."""
     return settings.boto3_client()
-
-
-def read_object(s3_uri: str, settings: S3Settings) -> bytes:
-    bucket, key = uri.split_s3(s3_uri)
-    return cached_client(settings).get_object(Bucket=bucket, Key=key)["Body"].read()
-
-
-# The preprocessing job's own S3 calls go through these (one cached client: 5 s connect timeout,
-# 3 attempts) rather than Beam's S3 filesystem, which retries every call with exponential backoff
-# for about ten minutes: with the server gone, a failed job would hang that long cleaning up.
-
-
-def _prefix(s3_uri: str) -> tuple[str, str]:
-    bucket, key = uri.split_s3(s3_uri)
-    return bucket, f"{key}/" if key else ""
-
-
-def list_objects(s3_uri: str, settings: S3Settings, recursive: bool = True) -> dict[str, int]:
-    """``{s3://bucket/key: size}`` of the objects under the folder ``s3_uri`` (only those directly
-    inside it unless ``recursive``)."""
-    bucket, prefix = _prefix(s3_uri)
-    extra = {} if recursive else {"Delimiter": "/"}
-    found = {}
-    for page in cached_client(settings).get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix, **extra):
-        found.update({f"s3://{bucket}/{obj['Key']}": obj["Size"] for obj in page.get("Contents", [])})
-    return found
-
-
-def write_object(s3_uri: str, data: bytes, settings: S3Settings) -> None:
-    """One PUT (an empty body is fine, unlike a multipart upload with no parts)."""
-    bucket, key = uri.split_s3(s3_uri)
-    cached_client(settings).put_object(Bucket=bucket, Key=key, Body=data)
-
-
-def delete_objects(s3_uris: list[str], settings: S3Settings) -> None:
-    by_bucket: dict[str, list[str]] = {}
-    for s3_uri in s3_uris:
-        bucket, key = uri.split_s3(s3_uri)
-        by_bucket.setdefault(bucket, []).append(key)
-    for bucket, keys in by_bucket.items():
-        for start in range(0, len(keys), 1000):  # the most one request may delete
-            batch = [{"Key": key} for key in keys[start:start + 1000]]
-            answer = cached_client(settings).delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
-            if answer.get("Errors"):  # a batch delete reports per-key failures in a 200 response
-                first = answer["Errors"][0]
-                raise FoodpipeError(f"S3 refused to delete {len(answer['Errors'])} object(s) in {bucket}, "
-                                    f"e.g. {first.get('Key')}: {first.get('Code')} {first.get('Message', '')}".rstrip())
-
-
-def move_object(source: str, dest: str, settings: S3Settings) -> None:
-    """Server-side copy (multipart above 5 GB), then delete the source."""
-    (source_bucket, source_key), (bucket, key) = uri.split_s3(source), uri.split_s3(dest)
-    cached_client(settings).copy({"Bucket": source_bucket, "Key": source_key}, bucket, key)
-    delete_objects([source], settings)

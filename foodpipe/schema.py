@@ -2,7 +2,8 @@
 use these names, ``to_example`` and ``feature_spec``. See ../shared/CONTRACT.md."""
 
 SCHEMA_VERSION = 1
-SPLITS = ("train", "val", "test")
+TRAIN, VAL, TEST = "train", "val", "test"
+SPLITS = (TRAIN, VAL, TEST)  # the stats are computed on TRAIN
 
 METADATA_FILE = "metadata.json"
 MANIFEST_FILE = "manifest.parquet"

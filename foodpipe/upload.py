@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from tqdm import tqdm
 
-from foodpipe import s3, uri
+from foodpipe import s3, storage, uri
 from foodpipe.errors import FoodpipeError
 
 DEFAULT_WORKERS = 16
@@ -53,24 +53,20 @@ def upload(src: str, dest: str, settings: s3.S3Settings, workers: int = DEFAULT_
     """Returns ``{"uploaded": n, "skipped": n, "bytes": n}``."""
     if not uri.is_s3(dest):
         raise FoodpipeError(f"upload destination must be s3://bucket/prefix, got {dest!r}")
-    bucket, prefix = uri.split_s3(dest)
-    key_prefix = f"{prefix}/" if prefix else ""
+    bucket = uri.split_s3(dest)[0]
     if not os.path.exists(src):
         raise FoodpipeError(f"upload source does not exist: {src}")
-    client = settings.boto3_client()
-    if create_bucket:
-        _ensure_bucket(client, settings, bucket)
-    s3.check_bucket(settings, bucket, f"uploading to {dest}")
+    s3.check_bucket(settings, bucket, f"uploading to {dest}", create=create_bucket)
     try:
-        present = {uri.split_s3(path)[1]: size for path, size in s3.list_objects(dest, settings).items()}
+        present = storage.list_files(dest, settings)
     except Exception as exc:  # botocore errors of any kind become one line
-        raise s3.describe_error(exc, settings, f"listing {dest}") from None
+        raise storage.describe(exc, dest, f"listing {dest}", settings) from None
 
     stats = {"uploaded": 0, "skipped": 0, "bytes": 0}
 
     def put(item: UploadItem) -> int:
         body = item.read()
-        client.put_object(Bucket=bucket, Key=key_prefix + item.key_suffix, Body=body)
+        storage.write(uri.join(dest, item.key_suffix), body, settings)
         return len(body)
 
     def run(items: Iterator[UploadItem]) -> None:
@@ -78,7 +74,7 @@ def upload(src: str, dest: str, settings: s3.S3Settings, workers: int = DEFAULT_
                 tqdm(desc="upload", unit="obj", disable=not show_progress) as bar:
             pending = set()
             for item in items:
-                if present.get(key_prefix + item.key_suffix) == item.size:
+                if present.get(uri.join(dest, item.key_suffix)) == item.size:
                     stats["skipped"] += 1
                     bar.update()
                     continue
@@ -102,7 +98,7 @@ def upload(src: str, dest: str, settings: s3.S3Settings, workers: int = DEFAULT_
     except (tarfile.TarError, EOFError) as exc:
         raise FoodpipeError(f"cannot read archive {src}: {exc}") from None
     except Exception as exc:
-        raise s3.describe_error(exc, settings, f"uploading to {dest}") from None
+        raise storage.describe(exc, dest, f"uploading to {dest}", settings) from None
     if stats["uploaded"] + stats["skipped"] == 0:
         raise FoodpipeError(f"nothing to upload: {src} has no files under images/ or meta/")
     return stats
@@ -117,19 +113,3 @@ def _drain(pending, stats, bar, wait_all: bool):
         stats["uploaded"] += 1
         bar.update()
     return not_done
-
-
-def _ensure_bucket(client, settings: s3.S3Settings, bucket: str) -> None:
-    from botocore import exceptions as bce
-
-    try:
-        client.head_bucket(Bucket=bucket)
-    except bce.ClientError as exc:
-        if str(exc.response.get("Error", {}).get("Code")) not in ("404", "NoSuchBucket"):
-            raise s3.describe_error(exc, settings, f"checking bucket {bucket}") from None
-        try:
-            client.create_bucket(Bucket=bucket)
-        except bce.ClientError as create_exc:
-            raise s3.describe_error(create_exc, settings, f"creating bucket {bucket!r}") from None
-    except (bce.BotoCoreError, OSError) as exc:
-        raise s3.describe_error(exc, settings, f"checking bucket {bucket}") from None

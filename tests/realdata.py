@@ -79,9 +79,10 @@ def svm_baseline(dataset: str) -> dict:
     import tensorflow as tf
     from sklearn.svm import SVC
 
+    from foodpipe import datasets
     from tfdata import pipeline
 
-    metadata = pipeline.load_metadata(dataset)
+    metadata = datasets.load_metadata(dataset)
     splits = {}
     for split in ("train", "val", "test"):
         rows = [pipeline.parse(record) for record in tf.data.TFRecordDataset(

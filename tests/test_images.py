@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from beam_pipelines import images
+from foodpipe import images
 
 
 def jpeg(mode="RGB", size=(120, 90), fmt="JPEG", seed=0) -> bytes:

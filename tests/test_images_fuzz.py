@@ -7,7 +7,7 @@ import tracemalloc
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from PIL import Image
 
-from beam_pipelines import images
+from foodpipe import images
 from tests.test_images import jpeg, png_declaring
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -6,7 +6,7 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
-from beam_pipelines import images
+from foodpipe import images
 from beam_pipelines.stats import ChannelStatsFn, mean_std
 
 

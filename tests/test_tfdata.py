@@ -14,7 +14,7 @@ import tensorflow as tf
 from PIL import Image
 
 from beam_pipelines import preprocess
-from foodpipe import schema
+from foodpipe import datasets, schema
 from foodpipe.errors import FoodpipeError
 from tfdata import augment, pipeline
 from tfdata.config import InputConfig
@@ -82,7 +82,7 @@ def test_eval_is_deterministic_and_train_is_not(dataset):
     two, _ = collect(train)
     assert one.shape == two.shape == (36, 64, 64, 3) and one.dtype == np.uint8
     assert not np.array_equal(one, two)
-    mean = np.mean(pipeline.load_metadata(dataset)["stats"]["mean"])
+    mean = np.mean(datasets.load_metadata(dataset)["stats"]["mean"])
     assert abs(one.mean() - mean) < 20  # raw pixels: the model's first layer scales them
 
 
@@ -158,7 +158,7 @@ def image_hashes(ds):
 @pytest.mark.parametrize("by_file", [True, False])
 def test_input_context_shards_are_disjoint_and_complete(dataset, by_file):
     """By file when there are enough shards, by record when there are not."""
-    metadata = pipeline.load_metadata(dataset)
+    metadata = datasets.load_metadata(dataset)
     split = "train"
     shards = len(metadata["splits"][split]["shards"])
     pipelines = 2 if by_file else shards + 1
@@ -182,7 +182,7 @@ def test_per_replica_batch(dataset):
 
 @pytest.mark.parametrize("multiple", [1, 7, 16])
 def test_eval_padding_fills_the_split_to_a_multiple_with_weightless_blanks(dataset, multiple):
-    count = pipeline.load_metadata(dataset)["splits"]["val"]["count"]
+    count = datasets.load_metadata(dataset)["splits"]["val"]["count"]
     images, labels = collect(pipeline.make_dataset(dataset, "val", SMALL, pad_to_multiple=multiple))
     assert len(labels) % multiple == 0 and len(labels) - multiple < count <= len(labels)
     assert (labels[:count] >= 0).all() and (labels[count:] == pipeline.PADDING_LABEL).all()
@@ -193,7 +193,7 @@ def test_eval_padding_fills_the_split_to_a_multiple_with_weightless_blanks(datas
 
 
 def test_repeated_train_batches_are_all_full(dataset):
-    count = pipeline.load_metadata(dataset)["splits"]["train"]["count"]
+    count = datasets.load_metadata(dataset)["splits"]["train"]["count"]
     batch = 5 if count % 5 else 7
     assert count % batch  # an endless stream, batched: no partial batch at an epoch's end
     sizes = [len(y) for _, y in pipeline.make_dataset(dataset, "train", dataclasses.replace(SMALL, batch_size=batch),
@@ -228,7 +228,7 @@ def copy_dataset(source, destination):
 
 def test_corrupt_shard_is_named_or_skipped(dataset, tmp_path):
     broken = copy_dataset(dataset, tmp_path / "broken")
-    metadata = pipeline.load_metadata(broken)
+    metadata = datasets.load_metadata(broken)
     victim = os.path.join(broken, metadata["splits"]["val"]["shards"][0])
     data = bytearray(open(victim, "rb").read())
     data[len(data) // 2] ^= 0xFF

@@ -5,7 +5,8 @@ import apache_beam as beam
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_pipelines import images, split, transforms
+from beam_pipelines import preflight, split, transforms
+from foodpipe import images
 from foodpipe.s3 import S3Settings
 from tests.test_images import jpeg
 
@@ -65,7 +66,7 @@ def test_read_and_validate_accepts_and_rejects(tmp_path):
 
 def test_shard_counts_follow_bytes():
     mb = 1024 * 1024
-    assert transforms.shard_counts({"train": 130 * mb, "val": 10 * mb, "test": 0}, 64 * mb) == {"train": 3, "val": 1}
+    assert preflight.shard_counts({"train": 130 * mb, "val": 10 * mb, "test": 0}, 64 * mb) == {"train": 3, "val": 1}
 
 
 def test_write_shards_writes_every_shard_with_all_records(tmp_path):

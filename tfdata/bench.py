@@ -18,7 +18,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from foodpipe import s3, schema, uri
+from foodpipe import datasets, s3, schema, storage, uri
 from tfdata import augment, pipeline
 from tfdata.config import InputConfig
 
@@ -38,7 +38,7 @@ def images_per_second(dataset, images: int) -> float:
 
 
 def decode_only_dataset(data_uri, metadata, config: InputConfig):
-    paths = pipeline.shard_paths(data_uri, metadata, "train")
+    paths = pipeline.shard_paths(data_uri, metadata, schema.TRAIN)
     size = config.image_size
 
     def decode(record):
@@ -87,8 +87,7 @@ def seed_sequence(manifest_rows, metadata, config: InputConfig, settings: s3.S3S
             finally:
                 response.close()
                 response.release_conn()
-        with open(location, "rb") as f:
-            return f.read()
+        return storage.read(location)
 
     class SeedSequence(keras.utils.PyDataset):
         def __len__(self):
@@ -138,43 +137,35 @@ def scale_ratio(config: InputConfig, metadata, repeats: int = 5) -> float:
 
 
 def copy_shards_locally(data_uri: str, metadata: dict, directory: str, settings: s3.S3Settings) -> None:
-    client = settings.boto3_client()
-    bucket, prefix = uri.split_s3(data_uri)
     names = [schema.METADATA_FILE] + [s for info in metadata["splits"].values() for s in info["shards"]]
     for name in names:
-        client.download_file(bucket, f"{prefix}/{name}" if prefix else name, os.path.join(directory, name))
-
-
-def read_manifest(data_uri: str, settings: s3.S3Settings) -> list[dict]:
-    """The train split's manifest rows."""
-    from foodpipe import explore
-
-    return [row for row in explore.read_manifest(data_uri, settings) if row["split"] == "train"]
+        storage.write(os.path.join(directory, name), storage.read(uri.join(data_uri, name), settings))
 
 
 def run(data_uri: str, config: InputConfig, images: int, seed_images: int) -> dict:
-    metadata = pipeline.load_metadata(data_uri)
+    metadata = datasets.load_metadata(data_uri)
     try:
         return _run(data_uri, metadata, config, images, seed_images)
     except tf.errors.DataLossError:
-        raise pipeline.explain_data_loss(data_uri, "train", metadata) from None
+        raise pipeline.explain_data_loss(data_uri, schema.TRAIN, metadata) from None
 
 
 def _run(data_uri: str, metadata: dict, config: InputConfig, images: int, seed_images: int) -> dict:
     settings = s3.S3Settings.from_env()
-    train = pipeline.make_dataset(data_uri, "train", config, metadata=metadata)
-    evaluation = pipeline.make_dataset(data_uri, "train", config, training=False, metadata=metadata)
+    train = pipeline.make_dataset(data_uri, schema.TRAIN, config, metadata=metadata)
+    evaluation = pipeline.make_dataset(data_uri, schema.TRAIN, config, training=False, metadata=metadata)
     result = {
         "decode_only_img_per_s": images_per_second(decode_only_dataset(data_uri, metadata, config), images),
         "train_pipeline_img_per_s": images_per_second(train, images),
         "eval_pipeline_img_per_s": images_per_second(evaluation, images),
         "seed_sequence_img_per_s": sequence_images_per_second(
-            seed_sequence(read_manifest(data_uri, settings), metadata, config, settings), seed_images),
+            seed_sequence(datasets.read_manifest(data_uri, settings, schema.TRAIN), metadata, config, settings),
+            seed_images),
     }
     if uri.is_s3(data_uri):
         with tempfile.TemporaryDirectory(prefix="foodpipe-bench-") as local:
             copy_shards_locally(data_uri, metadata, local, settings)
-            local_rate = images_per_second(pipeline.make_dataset(local, "train", config), images)
+            local_rate = images_per_second(pipeline.make_dataset(local, schema.TRAIN, config), images)
         result["train_pipeline_local_img_per_s"] = local_rate
         result["s3_vs_local"] = result["train_pipeline_img_per_s"] / local_rate
     else:

@@ -15,7 +15,7 @@ def ensure_readable(location: str, settings: s3.S3Settings | None = None) -> Non
     """Make ``location`` readable by TensorFlow: a no-op for local paths.
 
     Note: once tensorflow-io's S3 plugin is loaded the process aborts at interpreter exit
-    (tensorflow/io#2039); foodpipe's commands exit through ``foodpipe.cli.exit_now``.
+    (tensorflow/io#2039); foodpipe's commands exit through ``foodpipe.process.exit_now``.
     """
     if uri.is_s3(location):
         _enable(settings or s3.S3Settings.from_env())

@@ -7,13 +7,11 @@ benchmark. It reads what the Beam job wrote (local or ``s3://``)::
            -> batch -> prefetch
 """
 
-import hashlib
-import json
 import math
 
 import tensorflow as tf
 
-from foodpipe import schema, uri
+from foodpipe import datasets, schema, uri
 from foodpipe.errors import FoodpipeError
 from tfdata import augment, filesystem
 from tfdata.config import InputConfig
@@ -21,35 +19,15 @@ from tfdata.config import InputConfig
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def load_metadata(data_uri: str) -> dict:
-    """The dataset's ``metadata.json``; its absence means the dataset is incomplete."""
-    return load_metadata_and_digest(data_uri)[0]
-
-
-def load_metadata_and_digest(data_uri: str) -> tuple[dict, str]:
-    """``(metadata, SHA-256 of the metadata.json file)``, from one read."""
-    filesystem.ensure_readable(data_uri)
-    path = uri.join(data_uri, schema.METADATA_FILE)
-    try:
-        if not tf.io.gfile.exists(path):
-            raise FoodpipeError(f"dataset incomplete: no {schema.METADATA_FILE} at {data_uri}")
-        with tf.io.gfile.GFile(path, "rb") as f:
-            data = f.read()
-    except tf.errors.OpError as exc:
-        raise FoodpipeError(f"cannot read {path}: {exc.message.splitlines()[0]}") from None
-    metadata = json.loads(data)
-    if metadata.get("schema_version") != schema.SCHEMA_VERSION:
-        raise FoodpipeError(f"{path} has schema_version {metadata.get('schema_version')}, "
-                            f"this foodpipe reads {schema.SCHEMA_VERSION}")
-    return metadata, hashlib.sha256(data).hexdigest()
-
-
 def shard_paths(data_uri: str, metadata: dict, split: str) -> list[str]:
+    """The shard files of ``split``, made readable by TensorFlow (every TensorFlow read of a dataset
+    starts here)."""
     if split not in metadata["splits"]:
         raise FoodpipeError(f"unknown split {split!r}: the dataset has {', '.join(metadata['splits'])}")
     shards = metadata["splits"][split]["shards"]
     if not shards or metadata["splits"][split]["count"] == 0:
         raise FoodpipeError(f"split {split!r} of {data_uri} has no shards")
+    filesystem.ensure_readable(data_uri)
     return [uri.join(data_uri, name) for name in shards]
 
 
@@ -127,7 +105,7 @@ def make_dataset(data_uri: str, split: str, config: InputConfig, input_context=N
                  with_ids: bool = False) -> tf.data.Dataset:
     """Batches of ``(images uint8 [B, S, S, 3], labels int64 [B])`` for ``split``.
 
-    ``training`` (default: ``split == "train"``) selects shuffling and augmentation; otherwise the
+    ``training`` (default: ``split == schema.TRAIN``) selects shuffling and augmentation; otherwise the
     order is deterministic. With a ``tf.distribute.InputContext`` the batch is per replica and the
     input is sharded by file when there are enough shards, else by record. Pixels stay uint8 (a
     quarter of float32's bytes to the device): scaling is the model's first layer.
@@ -139,11 +117,11 @@ def make_dataset(data_uri: str, split: str, config: InputConfig, input_context=N
     multiple of it, the global batch size, so that no replica gets a partial or empty batch.
     ``with_ids`` (eval): batches of ``(images, labels, image ids)``, for finding images again.
     """
-    training = split == "train" if training is None else training
+    training = split == schema.TRAIN if training is None else training
     if with_ids and (training or pad_to_multiple):
         raise ValueError("with_ids is for unpadded eval datasets")
     ordered = not training or repeat  # a resumed trainer finds its place again in an ordered stream
-    metadata = metadata or load_metadata(data_uri)
+    metadata = metadata or datasets.load_metadata(data_uri)
     paths = shard_paths(data_uri, metadata, split)
     largest = metadata.get("image_sides", {}).get("max")
     if largest and config.image_size > largest:

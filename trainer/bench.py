@@ -12,6 +12,7 @@ import time
 import keras
 import tensorflow as tf
 
+from foodpipe import datasets, schema
 from tfdata import pipeline
 from trainer import strategy as strategies
 from trainer.config import TrainConfig
@@ -36,10 +37,10 @@ def run(config: TrainConfig, steps: int = 20, warmup: int = 5) -> dict:
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     strategy = strategies.build(config.strategy, config.cpu_replicas)
-    metadata = pipeline.load_metadata(config.data)
+    metadata = datasets.load_metadata(config.data)
 
     def batches(context):
-        return pipeline.make_dataset(config.data, "train", config.input_config(), context, metadata=metadata,
+        return pipeline.make_dataset(config.data, schema.TRAIN, config.input_config(), context, metadata=metadata,
                                      repeat=True)  # the trainer's own stream
 
     real = strategy.distribute_datasets_from_function(batches)
@@ -53,7 +54,7 @@ def run(config: TrainConfig, steps: int = 20, warmup: int = 5) -> dict:
         cached_rate = images_per_second(loop, cached, steps, warmup, config.batch_size)
         real_rate = images_per_second(loop, real, steps, warmup, config.batch_size)
     except tf.errors.DataLossError:
-        raise pipeline.explain_data_loss(config.data, "train", metadata) from None
+        raise pipeline.explain_data_loss(config.data, schema.TRAIN, metadata) from None
     gpus = tf.config.list_physical_devices("GPU")
     result = {
         "real_input_img_per_s": real_rate,

@@ -7,25 +7,25 @@ kept beside it as ``best-epoch-K.weights.h5``, named with its metrics in ``state
 exports the same epoch an uninterrupted one would. The learning rate's state travels too: a
 schedule's position is the optimizer's step count (in the weights file); ReduceLROnPlateau's
 counters are in ``state.json``. So is the position in the data: the train stream's order depends on
-the seed alone, and the resumed run skips the epochs' worth of examples already consumed. Only the chief writes; every worker reads.
+the seed alone, and the resumed run skips the epochs' worth of examples already consumed. Only
+the chief writes; every worker reads.
 
 Why not ``tf.train.Checkpoint``: Keras 3's weights file already holds the model and optimizer
-variables, loads into a model built under any strategy, and goes to ``s3://`` like every other file
-here; ``state.json`` written last gives the commit point that ``CheckpointManager``'s index file
-would, plus the bookkeeping that is not a variable.
+variables, loads into a model built under any strategy, and goes to ``s3://`` through
+``foodpipe.storage`` like every other file here; ``state.json`` written last (whole, in one PUT
+or one rename) gives the commit point that ``CheckpointManager``'s index file would, plus the
+bookkeeping that is not a variable.
 A run that finishes removes its checkpoint, so the same command later starts a new run.
 """
 
-import json
 import logging
 import os
 import shutil
 import tempfile
 
 import keras
-import tensorflow as tf
 
-from foodpipe import uri
+from foodpipe import storage, uri
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.json"
@@ -49,10 +49,16 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.extra: dict = {}  # saved with the state (the MLflow run id), returned by restore()
 
     def read_state(self) -> dict | None:
-        if not tf.io.gfile.exists(self._state_path):
+        try:
+            return storage.read_json(self._state_path)
+        except FileNotFoundError:
             return None
-        with tf.io.gfile.GFile(self._state_path, "r") as f:
-            return json.loads(f.read())
+
+    def _download(self, name: str) -> str:
+        """A local copy of the checkpoint's file ``name``, for Keras to load."""
+        local = os.path.join(self._scratch, "restore.weights.h5")
+        storage.write(local, storage.read(uri.join(self.directory, name)))
+        return local
 
     def restore(self, model: keras.Model) -> dict | None:
         """Load the last committed epoch into ``model`` (compiled); returns the saved state or None."""
@@ -61,15 +67,10 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             return None
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        local = os.path.join(self._scratch, "restore.weights.h5")
         if state.get("best_weights"):
-            tf.io.gfile.copy(uri.join(self.directory, state["best_weights"]), local, overwrite=True)
-            model.load_weights(local)
-            self.best.epoch, self.best.logs, self.best.weights = state["best_epoch"], state["best_logs"], \
-                model.get_weights()
-        tf.io.gfile.copy(uri.join(self.directory, state["weights"]), local, overwrite=True)
-        model.load_weights(local)
-        os.remove(local)
+            model.load_weights(self._download(state["best_weights"]))
+            self.best.restore_state(state["best_epoch"], state["best_logs"], model.get_weights())
+        model.load_weights(self._download(state["weights"]))
         self.extra = state.get("extra", {})
         self._restored_plateau = state.get("plateau")
         return state
@@ -87,34 +88,27 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         name = f"epoch-{epochs_done:05d}.weights.h5"
         local = os.path.join(self._scratch, name)
         self.model.save_weights(local, overwrite=True)
-        tf.io.gfile.makedirs(self.directory)
-        tf.io.gfile.copy(local, uri.join(self.directory, name), overwrite=True)
+        weights = storage.read(local)
+        os.remove(local)
+        storage.write(uri.join(self.directory, name), weights)
         previous = self.read_state() or {}
         best_name = previous.get("best_weights")
         if self.best.epoch == epochs_done:  # this epoch is the best so far
             best_name = f"best-{name}"
-            tf.io.gfile.copy(local, uri.join(self.directory, best_name), overwrite=True)
-        os.remove(local)
-        partial = self._state_path + ".partial"
+            storage.write(uri.join(self.directory, best_name), weights)
         state = {"epoch": epochs_done, "weights": name, "best_epoch": self.best.epoch, "best_weights": best_name,
-                 "best_logs": {key: float(value) for key, value in self.best.logs.items()}, "extra": self.extra}
+                 "best_logs": self.best.logs_state(), "extra": self.extra}
         if self.plateau is not None:
             values = {name: getattr(self.plateau, name) for name in self.PLATEAU_STATE}
             state["plateau"] = {name: None if value is None else float(value) for name, value in values.items()}
-        with tf.io.gfile.GFile(partial, "w") as f:
-            f.write(json.dumps(state))
-        tf.io.gfile.rename(partial, self._state_path, overwrite=True)  # a local rename is atomic
-        for key in ("weights", "best_weights"):
-            if previous.get(key) and previous[key] != state[key]:
-                tf.io.gfile.remove(uri.join(self.directory, previous[key]))
+        storage.write_json(self._state_path, state)  # all or nothing, on S3 and locally
+        storage.delete([uri.join(self.directory, previous[key]) for key in ("weights", "best_weights")
+                        if previous.get(key) and previous[key] != state[key]])
 
     def clear(self) -> None:
         """Remove the checkpoint of a finished run."""
         shutil.rmtree(self._scratch, ignore_errors=True)
-        if self.writer and tf.io.gfile.exists(self.directory):
-            state = self.read_state()
-            if state:
-                tf.io.gfile.remove(self._state_path)
-                tf.io.gfile.remove(uri.join(self.directory, state["weights"]))
-                if state.get("best_weights"):
-                    tf.io.gfile.remove(uri.join(self.directory, state["best_weights"]))
+        state = self.read_state() if self.writer else None
+        if state:
+            storage.delete([self._state_path] + [uri.join(self.directory, state[key])
+                                                 for key in ("weights", "best_weights") if state.get(key)])

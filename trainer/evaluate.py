@@ -14,8 +14,8 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from beam_pipelines import images as image_checks
-from foodpipe import s3, uri
+from foodpipe import datasets, s3, schema, storage, uri
+from foodpipe import images as image_checks
 from foodpipe.errors import FoodpipeError
 from tfdata import pipeline
 from tfdata.config import InputConfig
@@ -141,7 +141,7 @@ def write_error_analysis(directory: str, class_names: list[str], split: str, lab
     return list(paths.values())
 
 
-def evaluate(model_uri: str, data_uri: str, split: str = "test", batch_size: int = 64,
+def evaluate(model_uri: str, data_uri: str, split: str = schema.TEST, batch_size: int = 64,
              tracking_uri: str | None = None, output_dir: str | None = None) -> dict:
     """Accuracy, loss, macro/weighted precision/recall/F1, top-k accuracy and ECE of ``split``, in one
     pass; the error analysis (``write_error_analysis``) is logged to the model's run under
@@ -149,7 +149,7 @@ def evaluate(model_uri: str, data_uri: str, split: str = "test", batch_size: int
     client = tracking.connect(tracking.chosen_uri(tracking_uri)) if model_uri.startswith(MLFLOW_SCHEMES) else None
     model = load_model(model_uri, tracking_uri, client)
     preprocess, classifier = serving.parts(model)
-    metadata = pipeline.load_metadata(data_uri)
+    metadata = datasets.load_metadata(data_uri)
     if metadata["classes"] != preprocess.class_names:
         raise FoodpipeError(f"the classes of {data_uri} differ from the classes the model was trained on")
     config = InputConfig(image_size=preprocess.image_size, batch_size=batch_size, framing=preprocess.framing,
@@ -211,18 +211,10 @@ def select(experiment: str, tracking_uri: str | None = None, register: str | Non
 
 def read_image(location: str) -> bytes:
     """An image's bytes as the model takes them (a JPEG; other formats converted), or an error."""
-    if uri.is_s3(location):
-        settings = s3.S3Settings.from_env()
-        try:
-            data = s3.read_object(location, settings)
-        except Exception as exc:
-            raise s3.describe_error(exc, settings, f"reading {location}") from None
-    else:
-        try:
-            with open(location, "rb") as f:
-                data = f.read()
-        except OSError as exc:
-            raise FoodpipeError(f"cannot read {location}: {exc.strerror or exc}") from None
+    try:
+        data = storage.read(location)
+    except Exception as exc:
+        raise storage.describe(exc, location, f"reading {location}") from None
     inspection = image_checks.inspect(data)
     if inspection.reason:
         raise FoodpipeError(f"{location}: {inspection.reason}")

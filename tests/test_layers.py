@@ -1,0 +1,112 @@
+"""The layering rule, checked on the source: every ``import`` statement of every module, including
+those inside functions.
+
+- The command modules (``foodpipe/cli.py``, ``demo.py``, ``bench.py``, ``__main__.py``) are the top
+  floor: no library imports them.
+- The libraries are ``beam_pipelines/``, ``tfdata/``, ``models/`` and ``trainer/``; ``tfdata/``,
+  ``models/`` and ``trainer/`` never import ``beam_pipelines/``, and ``models/`` imports no other
+  library.
+- The rest of ``foodpipe/`` is the ground floor: it imports no library.
+- Storage clients: boto3/botocore only in ``foodpipe/storage.py``, ``foodpipe/s3.py`` and the
+  embedded server; minio only in ``foodpipe/s3.py`` and the benchmark's re-creation of the seed's
+  loader; Beam's ``FileSystems`` nowhere (``foodpipe.storage`` is the one storage layer).
+"""
+
+import ast
+import pathlib
+
+import pytest
+
+import models
+from tests.conftest import REPO as REPO_DIR
+from trainer.config import TrainConfig
+
+REPO = pathlib.Path(REPO_DIR)
+PACKAGES = ("foodpipe", "beam_pipelines", "tfdata", "models", "trainer")
+LIBRARIES = ("beam_pipelines", "tfdata", "models", "trainer")
+COMMANDS = ("foodpipe.cli", "foodpipe.demo", "foodpipe.bench", "foodpipe.__main__")
+ALLOWED_CLIENTS = {
+    "boto3": {"foodpipe.storage", "foodpipe.s3", "foodpipe.s3_server"},
+    "botocore": {"foodpipe.storage", "foodpipe.s3", "foodpipe.s3_server"},
+    "minio": {"foodpipe.s3", "tfdata.bench"},
+    "apache_beam.io.filesystems": set(),
+}
+
+
+def module_name(path: pathlib.Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_names(path: pathlib.Path) -> set[str]:
+    """Every module ``path`` imports, by full name (``from a import b`` counts as ``a`` and ``a.b``)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def all_imports() -> dict[str, set[str]]:
+    return {module_name(path): imported_names(path)
+            for package in PACKAGES for path in sorted((REPO / package).glob("*.py"))}
+
+
+def within(name: str, modules) -> bool:
+    return any(name == module or name.startswith(module + ".") for module in modules)
+
+
+def violations(imports: dict[str, set[str]]) -> list[str]:
+    found = []
+    for module, names in imports.items():
+        package = module.split(".")[0]
+        for name in sorted(names):
+            if package in LIBRARIES and within(name, COMMANDS):
+                found.append(f"{module} imports the command module {name}")
+            if package in ("tfdata", "models", "trainer") and within(name, ["beam_pipelines"]):
+                found.append(f"{module} imports {name}: only the job uses beam_pipelines")
+            if package == "models" and within(name, ["tfdata", "trainer"]):
+                found.append(f"{module} imports {name}: models stand alone")
+            if package == "foodpipe" and module not in COMMANDS and within(name, LIBRARIES):
+                found.append(f"{module} is on the ground floor but imports the library {name}")
+            for client, allowed in ALLOWED_CLIENTS.items():
+                if within(name, [client]) and module not in allowed:
+                    found.append(f"{module} imports {name}: storage goes through foodpipe.storage")
+    return sorted(set(found))
+
+
+def test_the_layering_rule_holds():
+    imports = all_imports()
+    assert {"foodpipe.storage", "beam_pipelines.preprocess", "trainer.train", "foodpipe.cli"} <= set(imports)
+    assert violations(imports) == []
+
+
+@pytest.mark.parametrize("module,name,complaint", [
+    ("beam_pipelines.preprocess", "foodpipe.cli", "imports the command module"),
+    ("trainer.evaluate", "beam_pipelines.images", "only the job uses beam_pipelines"),
+    ("foodpipe.upload", "boto3", "storage goes through foodpipe.storage"),
+    ("foodpipe.schema", "tfdata.pipeline", "ground floor"),
+    ("tfdata.pipeline", "apache_beam.io.filesystems", "storage goes through foodpipe.storage"),
+])
+def test_each_kind_of_violation_is_caught(module, name, complaint):
+    imports = all_imports()
+    imports[module] = imports[module] | {name}
+    assert any(module in line and complaint in line for line in violations(imports))
+
+
+def test_function_level_imports_count(tmp_path):
+    source = tmp_path / "late.py"
+    source.write_text("def f():\n    from foodpipe.cli import main\n    import boto3\n")
+    assert {"foodpipe.cli", "foodpipe.cli.main", "boto3"} <= imported_names(source)
+
+
+def test_every_model_hyperparameter_is_a_trainer_flag_with_the_builder_default():
+    fields = {field.name: field.default for field in TrainConfig.__dataclass_fields__.values()}
+    for name in models.NAMES:
+        for parameter, default in models.hyperparameters(name).items():
+            assert parameter in fields, f"{name}'s {parameter} has no TrainConfig field"
+            if parameter != "weights":  # the trainer asks for ImageNet weights; the builder defaults to none
+                assert fields[parameter] == default, (name, parameter)

@@ -1,0 +1,102 @@
+"""``foodpipe.storage``: the same behaviour for a local folder and for ``s3://`` (the embedded server)."""
+
+import os
+import uuid
+
+import pytest
+
+from foodpipe import s3, storage, uri
+from foodpipe.errors import FoodpipeError
+
+
+@pytest.fixture(params=["local", "s3"])
+def root(request, tmp_path):
+    """An empty folder of each kind, and the settings to reach it."""
+    if request.param == "local":
+        return str(tmp_path / "root"), None
+    endpoint = request.getfixturevalue("s3_endpoint")
+    settings = s3.S3Settings(endpoint_url=endpoint)
+    bucket = f"storage-{uuid.uuid4().hex[:8]}"
+    s3.check_bucket(settings, bucket, "making the test bucket", create=True)
+    return f"s3://{bucket}/root", settings
+
+
+def test_write_read_list_move_delete(root):
+    folder, settings = root
+    assert storage.list_files(folder, settings) == {}  # a folder that does not exist yet is empty
+    files = {uri.join(folder, "a.bin"): b"alpha", uri.join(folder, "sub", "b.bin"): b"",
+             uri.join(folder, "sub", "deep", "c.bin"): b"gamma!"}
+    for location, data in files.items():
+        storage.write(location, data, settings)
+    assert storage.list_files(folder, settings) == {location: len(data) for location, data in files.items()}
+    assert storage.list_files(folder, settings, recursive=False) == {uri.join(folder, "a.bin"): 5}
+    assert all(storage.read(location, settings) == data for location, data in files.items())
+    assert storage.exists(uri.join(folder, "a.bin"), settings)
+    assert not storage.exists(uri.join(folder, "nothing.bin"), settings)
+
+    storage.move(uri.join(folder, "a.bin"), uri.join(folder, "moved", "a.bin"), settings)
+    assert storage.read(uri.join(folder, "moved", "a.bin"), settings) == b"alpha"
+    assert not storage.exists(uri.join(folder, "a.bin"), settings)
+
+    storage.write_json(uri.join(folder, "x.json"), {"b": [1, 2], "a": None}, settings)
+    assert storage.read_json(uri.join(folder, "x.json"), settings) == {"a": None, "b": [1, 2]}
+
+    storage.delete([uri.join(folder, "x.json"), uri.join(folder, "never-was.bin")], settings)  # gone is fine
+    assert not storage.exists(uri.join(folder, "x.json"), settings)
+    storage.delete_tree(folder, settings)
+    assert storage.list_files(folder, settings) == {}
+    storage.delete_tree(folder, settings)  # twice is fine
+
+
+def test_a_missing_file_reads_as_file_not_found_and_describes_in_one_line(root):
+    folder, settings = root
+    missing = uri.join(folder, "missing.json")
+    with pytest.raises(FileNotFoundError) as caught:
+        storage.read(missing, settings)
+    message = str(storage.describe(caught.value, missing, f"reading {missing}", settings))
+    assert message == f"{missing} does not exist (while reading {missing})"
+
+
+def test_create_exclusively_creates_once(root):
+    folder, settings = root
+    lock = uri.join(folder, "lock")
+    assert storage.create_exclusively(lock, b"first", settings)
+    assert not storage.create_exclusively(lock, b"second", settings)
+    assert storage.read(lock, settings) == b"first"
+
+
+def test_copy_tree_between_kinds(root, tmp_path):
+    folder, settings = root
+    storage.write(uri.join(folder, "images", "pizza", "1.jpg"), b"one", settings)
+    storage.write(uri.join(folder, "meta", "classes.txt"), b"pizza\n", settings)
+    local = str(tmp_path / "copy")
+    written = storage.copy_tree(folder, local, settings)
+    assert sorted(written) == [os.path.join(local, "images", "pizza", "1.jpg"),
+                               os.path.join(local, "meta", "classes.txt")]
+    assert open(os.path.join(local, "meta", "classes.txt"), "rb").read() == b"pizza\n"
+
+
+def test_a_local_write_never_leaves_a_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "out" / "data.bin"
+    storage.write(str(target), b"old")
+
+    def fail_at_the_rename(source, dest):  # the cut point: the new bytes are written, not yet in place
+        assert open(source, "rb").read() == b"new"
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", fail_at_the_rename)
+    with pytest.raises(OSError):
+        storage.write(str(target), b"new")
+    assert target.read_bytes() == b"old"
+    assert sorted(os.listdir(tmp_path / "out")) == ["data.bin"]  # no temporary left behind
+
+
+def test_folder_checks(tmp_path, s3_endpoint):
+    settings = s3.S3Settings(endpoint_url=s3_endpoint)
+    with pytest.raises(FoodpipeError, match="folder does not exist"):
+        storage.check_folder(str(tmp_path / "none"), "reading it")
+    storage.check_folder(str(tmp_path / "none"), "writing it", must_exist=False)
+    with pytest.raises(FoodpipeError, match="bucket 'no-such-bucket-here' does not exist"):
+        storage.check_folder("s3://no-such-bucket-here/x", "reading it", settings)
+    with pytest.raises(FoodpipeError, match="one is on S3 and the other is not"):
+        storage.move(str(tmp_path / "a"), "s3://bucket/a", settings)
