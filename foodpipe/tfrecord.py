@@ -1,4 +1,5 @@
-"""TFRecord framing, so Beam workers can stream records into any Beam ``FileSystems`` file.
+"""TFRecord framing without TensorFlow, so Beam workers can build a shard in memory and write it
+in one piece.
 
 Each record is ``uint64 length | uint32 masked_crc32c(length) | data | uint32 masked_crc32c(data)``,
 little-endian, as TensorFlow's ``TFRecordWriter`` writes it.
@@ -29,10 +30,7 @@ class TFRecordWriter:
     def __init__(self, fileobj):
         self._file = fileobj
         self.records = 0
-        self.bytes = 0
 
     def write(self, record: bytes) -> None:
-        framed = frame(record)
-        self._file.write(framed)
+        self._file.write(frame(record))
         self.records += 1
-        self.bytes += len(framed)

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import models
 from beam_pipelines import preprocess
-from foodpipe import explore
+from foodpipe import datasets
 from foodpipe.errors import FoodpipeError
 from tests.conftest import REPO, foodpipe, free_port, start_mlflow_server, stop_process
 from tests.faults import TcpProxy
@@ -104,7 +104,7 @@ def test_evaluate_select_register_and_predict_end_to_end(trained, dataset, mlflo
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     scores = last_json(evaluated.stdout)
     assert json.loads(json_file.read_text()) == scores
-    metadata = pipeline.load_metadata(dataset)
+    metadata = datasets.load_metadata(dataset)
     assert scores["count"] == metadata["splits"]["val"]["count"] and 0 <= scores["accuracy"] <= 1
     assert {"macro_f1", "weighted_f1", "top_k_accuracy", "ece"} <= set(scores) and scores["top_k"] == 2
     assert scores["top_k_accuracy"] >= scores["accuracy"]
@@ -113,7 +113,7 @@ def test_evaluate_select_register_and_predict_end_to_end(trained, dataset, mlflo
     files = {"per_class.csv", "confusion_matrix.png", "mistakes.png", "mistakes.csv", "calibration.png"}
     assert set(os.listdir(json_file.parent / "evaluation" / "val")) == files
     mistakes = (json_file.parent / "evaluation" / "val" / "mistakes.csv").read_text().splitlines()[1:]
-    known = {row["id"] for row in explore.read_manifest(dataset) if row["split"] == "val"}
+    known = {row["id"] for row in datasets.read_manifest(dataset, split="val")}
     assert len(mistakes) == round((1 - scores["accuracy"]) * scores["count"])
     assert {line.split(",")[0] for line in mistakes} <= known  # every mistake can be found in the manifest
     client = client_for(mlflow_server)
@@ -150,7 +150,7 @@ def test_evaluate_select_register_and_predict_end_to_end(trained, dataset, mlflo
     assert missing.returncode == 2 and "no finished run with a no_such_metric" in missing.stderr
 
     classes = metadata["classes"]
-    accepted = explore.read_manifest(dataset)  # images the job accepted (raw_dataset has broken ones too)
+    accepted = datasets.read_manifest(dataset)  # images the job accepted (raw_dataset has broken ones too)
     images = [next(row["uri"] for row in accepted if row["class_name"] == name) for name in classes[:2]]
     predicted = foodpipe("predict", "--model", "models:/food-smoke/1", "--top-k", "2", "--json", *images, env=env)
     assert predicted.returncode == 0, predicted.stderr[-2000:]
@@ -164,7 +164,7 @@ def test_evaluate_select_register_and_predict_end_to_end(trained, dataset, mlflo
 
 
 def test_serving_model_on_raw_bytes_matches_eval_pipeline_and_model(dataset, tmp_path):
-    metadata = pipeline.load_metadata(dataset)
+    metadata = datasets.load_metadata(dataset)
     config = InputConfig(image_size=40, batch_size=8, cycle_length=1)
     classifier = models.build("resnet", len(metadata["classes"]), 40, num_blocks=2, filters=4, dense_units=8)
     serving_model = serving.build(classifier, config.framing, config.eval_crop_fraction, metadata["classes"])
@@ -195,7 +195,7 @@ def nine_val_images(tmp_path_factory):
     raw, output = (str(tmp_path_factory.mktemp(name)) for name in ("raw9", "data9"))
     synth.generate(synth.SynthConfig(raw, classes=3, per_class=15))
     preprocess.run(["--input", raw, "--output", output])
-    assert pipeline.load_metadata(output)["splits"]["val"]["count"] == 9
+    assert datasets.load_metadata(output)["splits"]["val"]["count"] == 9
     return output
 
 
@@ -204,14 +204,22 @@ def nine_val_images(tmp_path_factory):
 def test_mirrored_strategy_any_val_count_one_or_zero_images_for_a_replica(nine_val_images, tmp_path, batch_size,
                                                                          last_per_replica):
     """Two replicas, 9 val images: the last global batch leaves a replica 1 or 0 images. Validation
-    must still be exact: the same accuracy as a single-device pass over the split."""
+    must still be exact: the same loss and accuracy as ``evaluate``'s single-device pass over the split."""
     assert (min(9 % batch_size, batch_size // 2), max(0, 9 % batch_size - batch_size // 2)) == last_per_replica
+    mlruns = str(tmp_path / "mlruns")
     result = train(nine_val_images, "--epochs", "1", "--batch-size", str(batch_size), "--cpu-replicas", "2",
-                   "--keep", "last", "--mlflow-uri", str(tmp_path / "mlruns"))
+                   "--keep", "last", "--mlflow-uri", mlruns)
     assert "MirroredStrategy with 2 replica(s)" in result.stdout
     epoch_line = next(line for line in result.stdout.splitlines() if line.startswith("Epoch 1/1"))
-    distributed = float(epoch_line.split("val_accuracy: ")[1])
-    assert distributed == pytest.approx(last_json(result.stdout)["val_accuracy"], abs=1e-4)
+    distributed = {part.split(": ")[0]: float(part.split(": ")[1]) for part in epoch_line.split(" - ")[2:]}
+    assert distributed["val_accuracy"] == pytest.approx(last_json(result.stdout)["val_accuracy"], abs=1e-4)
+    evaluated = foodpipe("evaluate", "--model", last_json(result.stdout)["model_uri"], "--data", nine_val_images,
+                         "--split", "val", "--mlflow-uri", mlruns)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    single = last_json(evaluated.stdout)
+    assert single["count"] == 9
+    assert distributed["val_accuracy"] == pytest.approx(single["accuracy"], abs=1e-4)
+    assert distributed["val_loss"] == pytest.approx(single["loss"], rel=1e-3)
 
 
 @pytest.mark.slow
@@ -312,7 +320,7 @@ def test_training_killed_with_sigkill_resumes_exactly(where, dataset, tmp_path, 
     interrupted_lr, straight_lr = (metric_history(tracking, r["run_id"], "lr") for r in (result, uninterrupted))
     assert sorted(interrupted_lr) == list(range(1, 7)) and interrupted_lr == pytest.approx(straight_lr, rel=1e-6)
     assert result["steps"] == uninterrupted["steps"] == 6 * math.ceil(
-        pipeline.load_metadata(dataset)["splits"]["train"]["count"] / 8)
+        datasets.load_metadata(dataset)["splits"]["train"]["count"] / 8)
     # The best epoch is looked for over all six epochs, those before the kill included.
     val = metric_history(tracking, result["run_id"], "val_accuracy")
     best_epoch = max(range(1, 7), key=lambda epoch: (val[epoch], -epoch))
@@ -410,7 +418,9 @@ def test_tracking_server_outage_mid_run_does_not_stop_training(dataset, tmp_path
     (["evaluate", "--model", "runs:/0123456789abcdef/model", "--data", "DATA"], "cannot load model runs:/"),
     (["evaluate", "--model", "/no/such/model", "--data", "DATA"], "does not exist"),
     (["predict", "--model", "/no/such/model", "NOT_AN_IMAGE"], "not an image"),
-], ids=["no-dataset", "unknown-model", "tracking-unreachable", "no-such-run", "no-such-path", "not-an-image"])
+    (["predict", "--model", "/no/such/model", "/no/such/photo.jpg"], "/no/such/photo.jpg does not exist"),
+], ids=["no-dataset", "unknown-model", "tracking-unreachable", "no-such-run", "no-such-path", "not-an-image",
+        "no-such-image"])
 def test_bad_input_is_one_clear_line(command, message, dataset, tmp_path):
     not_an_image = tmp_path / "photo.jpg"
     not_an_image.write_text("plain text, not a JPEG\n")

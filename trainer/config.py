@@ -4,6 +4,7 @@ validated on creation, and logged whole to MLflow so every run can be reproduced
 import dataclasses
 
 from foodpipe.errors import FoodpipeError
+import models
 from tfdata.config import FRAMINGS, InputConfig
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
@@ -12,12 +13,6 @@ LR_SCHEDULES = ("cosine", "plateau", "constant")
 KEEP = ("best", "last")
 _INPUT = InputConfig()  # the input pipeline's defaults, used as the trainer's
 DEFAULT_EXPERIMENT = "foodpipe"
-
-# Which hyperparameters each model takes (the rest of TrainConfig is shared).
-MODEL_HYPERPARAMETERS = {
-    "resnet": ("num_blocks", "filters", "dense_units", "dropout", "leaky_slope", "bn_momentum"),
-    "nasnet": ("weights", "freeze_fraction", "dense_units", "dropout", "leaky_slope"),
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +38,8 @@ class TrainConfig:
     lr_patience: int = 10  # plateau only
     min_lr: float = 1e-6  # plateau only
     keep: str = "best"  # which epoch's weights are exported: best val_accuracy, or the last
-    # Model hyperparameters (see MODEL_HYPERPARAMETERS for which model takes which).
+    # Model hyperparameters: a flag for each keyword of every model builder (which model takes which
+    # is read from the builders' signatures, see ``models.hyperparameters``).
     num_blocks: int = 4
     filters: int = 32
     dense_units: int = 256
@@ -79,8 +75,7 @@ class TrainConfig:
 
     def __post_init__(self):
         checks = [
-            (self.model in MODEL_HYPERPARAMETERS, f"unknown model {self.model!r}: choose one of "
-                                                  f"{', '.join(MODEL_HYPERPARAMETERS)}"),
+            (self.model in models.NAMES, f"unknown model {self.model!r}: choose one of {', '.join(models.NAMES)}"),
             (self.optimizer in OPTIMIZERS,
              f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}"),
             (self.strategy in STRATEGIES, f"unknown strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}"),
@@ -114,11 +109,14 @@ class TrainConfig:
         return config if self.augment else config.without_augmentation()
 
     def model_hyperparameters(self) -> dict:
-        return {name: getattr(self, name) for name in MODEL_HYPERPARAMETERS[self.model]}
+        """This config's values of the chosen model's hyperparameters (imports the model's code)."""
+        return {name: getattr(self, name) for name in models.hyperparameters(self.model)}
 
     def params(self) -> dict:
-        """Every value that shapes the run, for MLflow. No secrets live in this config."""
-        skip = set().union(*MODEL_HYPERPARAMETERS.values()) - set(MODEL_HYPERPARAMETERS[self.model])
+        """Every value that shapes the run, for MLflow (other models' hyperparameters left out). No
+        secrets live in this config."""
+        skip = {name for other in models.NAMES for name in models.hyperparameters(other)} \
+            - set(models.hyperparameters(self.model))
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
                 if field.name not in skip and field.name != "mlflow_uri"}
 
@@ -155,7 +153,7 @@ HELP = {
 }
 
 
-CHOICES = {"model": tuple(MODEL_HYPERPARAMETERS), "optimizer": OPTIMIZERS, "strategy": STRATEGIES,
+CHOICES = {"model": models.NAMES, "optimizer": OPTIMIZERS, "strategy": STRATEGIES,
            "lr_schedule": LR_SCHEDULES, "keep": KEEP, "framing": FRAMINGS}
 
 

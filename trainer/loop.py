@@ -5,15 +5,21 @@ Keras 3's ``fit`` does not work under MultiWorkerMirroredStrategy (keras-team/ke
 tensorflow/tensorflow#72388), so the trainer runs its own loop over the compiled Keras model and
 drives ordinary Keras callbacks (learning-rate annealing, logging, checkpoints) itself.
 Per-example losses are summed and divided by the *global* batch size, so gradients summed across
-replicas are the gradients of the global batch's mean loss.
+replicas are the gradients of the global batch's mean loss. Steps sum the loss and a confusion
+matrix across replicas; accuracy is read from the matrix (``metrics.accuracy``), as ``evaluate``
+reads it, and the kept epoch's val matrix is the run's confusion-matrix plot, with no second pass.
 """
 
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from trainer import metrics
+
 SUM = tf.distribute.ReduceOp.SUM
+CONFUSION = "confusion_matrix"
 
 
 class DistributedLoop:
@@ -22,38 +28,43 @@ class DistributedLoop:
         self.model = model
         self.strategy = strategy
         self.global_batch_size = global_batch_size
+        self.num_classes = int(model.output.shape[-1])
         self._gradients = tf.function(self._compute_gradients, jit_compile=jit_compile)
-        self.train_step = tf.function(self._distributed_train_step)  # one step; returns summed loss, correct, count
+        self.train_step = tf.function(self._distributed_train_step)  # one step: summed loss, confusion matrix
         self._eval_step = tf.function(self._distributed_eval_step)
         self._average_state = tf.function(self._distributed_average_state)
 
     def _per_example(self, images, labels, training: bool):
+        """``(losses, predicted classes)``: Keras' loss, as ``compile`` would compute it."""
         probabilities = self.model(images, training=training)
         losses = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
-        correct = tf.cast(tf.equal(tf.argmax(probabilities, axis=-1), tf.cast(labels, tf.int64)), tf.float32)
-        return tf.cast(losses, tf.float32), correct
+        return tf.cast(losses, tf.float32), tf.argmax(probabilities, axis=-1)
+
+    def _confusion(self, labels, predictions, weights=None):
+        return tf.math.confusion_matrix(labels, predictions, self.num_classes, weights=weights, dtype=tf.float32)
 
     def _compute_gradients(self, images, labels):
         optimizer = self.model.optimizer
         with tf.GradientTape() as tape:
-            losses, correct = self._per_example(images, labels, training=True)
+            losses, predictions = self._per_example(images, labels, training=True)
             loss = tf.nn.compute_average_loss(losses, global_batch_size=self.global_batch_size)
             if self.model.losses:  # regularizers, once per replica
                 loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
             scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss  # mixed precision
         gradients = tape.gradient(scaled, self.model.trainable_variables)
-        return gradients, tf.reduce_sum(losses), tf.reduce_sum(correct), tf.cast(tf.size(correct), tf.float32)
+        return gradients, tf.reduce_sum(losses), self._confusion(labels, predictions)
 
     def _replica_train_step(self, images, labels):
-        gradients, loss_sum, correct, count = self._gradients(images, labels)
+        gradients, loss_sum, confusion = self._gradients(images, labels)
         self.model.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
-        return loss_sum, correct, count
+        return loss_sum, confusion
 
     def _replica_eval_step(self, images, labels):
         """Sums over the real examples: padding (``pipeline.PADDING_LABEL``, label < 0) weighs 0."""
         weights = tf.cast(labels >= 0, tf.float32)
-        losses, correct = self._per_example(images, tf.maximum(labels, 0), training=False)
-        return tf.reduce_sum(losses * weights), tf.reduce_sum(correct * weights), tf.reduce_sum(weights)
+        labels = tf.maximum(labels, 0)
+        losses, predictions = self._per_example(images, labels, training=False)
+        return tf.reduce_sum(losses * weights), self._confusion(labels, predictions, weights)
 
     def _distributed_train_step(self, iterator):
         images, labels = next(iterator)
@@ -82,13 +93,20 @@ class DistributedLoop:
 
     @staticmethod
     def _metrics(totals, prefix: str = "") -> dict:
-        loss_sum, correct, count = (float(value) for value in totals)
-        count = max(count, 1.0)
-        return {f"{prefix}loss": loss_sum / count, f"{prefix}accuracy": correct / count}
+        """Mean loss and accuracy from the summed loss and the confusion matrix; the matrix itself
+        (numpy) under ``PREFIXconfusion_matrix``."""
+        loss_sum, confusion = float(totals[0]), np.rint(totals[1].numpy()).astype(np.int64)
+        return {f"{prefix}loss": loss_sum / max(int(confusion.sum()), 1),
+                f"{prefix}accuracy": metrics.accuracy(confusion),
+                f"{prefix}{CONFUSION}": confusion}
+
+    def _zeros(self):
+        return [tf.constant(0.0), tf.zeros((self.num_classes, self.num_classes))]
 
     def evaluate(self, dataset, steps: int | None = None) -> dict:
-        """Mean loss and accuracy over ``steps`` batches of ``dataset`` (all of it when None)."""
-        totals = [tf.constant(0.0)] * 3
+        """Mean loss, accuracy and the confusion matrix over ``steps`` batches of ``dataset`` (all
+        of it when None)."""
+        totals = self._zeros()
         for step, batch in enumerate(dataset):
             if steps is not None and step >= steps:
                 break
@@ -97,7 +115,8 @@ class DistributedLoop:
 
     def fit(self, train_data, epochs: int, steps_per_epoch: int, initial_epoch: int = 0, validation_data=None,
             validation_steps: int | None = None, callbacks=()) -> dict:
-        """Train from ``initial_epoch`` to ``epochs``; returns the last epoch's logs."""
+        """Train from ``initial_epoch`` to ``epochs``; returns the last epoch's logs. The callbacks'
+        logs hold ``loss``, ``accuracy``, ``confusion_matrix`` and the same with ``val_``."""
         callback_list = keras.callbacks.CallbackList(list(callbacks), model=self.model)
         iterator = iter(train_data)
         logs = {}
@@ -105,7 +124,7 @@ class DistributedLoop:
         for epoch in range(initial_epoch, epochs):
             callback_list.on_epoch_begin(epoch)
             started = time.perf_counter()
-            totals = [tf.constant(0.0)] * 3
+            totals = self._zeros()
             for _ in range(steps_per_epoch):
                 totals = [a + b for a, b in zip(totals, self.train_step(iterator))]
             logs = self._metrics(totals)
@@ -113,7 +132,7 @@ class DistributedLoop:
                 self._average_state()
             if validation_data is not None:
                 logs.update(self.evaluate(validation_data, validation_steps))
-            shown = " - ".join(f"{key}: {value:.4f}" for key, value in logs.items())
+            shown = " - ".join(f"{key}: {value:.4f}" for key, value in logs.items() if not key.endswith(CONFUSION))
             print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - started:.1f}s - {shown}", flush=True)
             callback_list.on_epoch_end(epoch, logs)
             if self.model.stop_training:

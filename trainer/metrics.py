@@ -1,5 +1,5 @@
 """Classification metrics from true labels and predicted probabilities, in numpy (no scikit-learn
-at run time): the confusion matrix, per-class precision/recall/F1 with their macro and weighted
+at run time; the loss is Keras' own): the confusion matrix, per-class precision/recall/F1 with their macro and weighted
 averages, top-k accuracy and the expected calibration error."""
 
 import numpy as np
@@ -12,6 +12,11 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
     matrix = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(matrix, (labels, predictions), 1)
     return matrix
+
+
+def accuracy(matrix: np.ndarray) -> float:
+    """The share of correct predictions: the diagonal of the confusion matrix over its total."""
+    return float(np.trace(matrix) / max(matrix.sum(), 1))
 
 
 def per_class(matrix: np.ndarray) -> dict[str, np.ndarray]:
@@ -65,21 +70,24 @@ def calibration(labels: np.ndarray, probabilities: np.ndarray, bins: int = CALIB
 
 
 def cross_entropy(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """Keras' sparse categorical cross-entropy on probabilities (clipped the same way)."""
-    picked = probabilities[np.arange(len(labels)), labels]
-    return float(-np.log(np.clip(picked, 1e-7, 1 - 1e-7)).mean())
+    """The mean of Keras' sparse categorical cross-entropy: the loss the model is trained on (the
+    training loop calls the same function)."""
+    import keras
+
+    losses = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
+    return float(np.mean(keras.ops.convert_to_numpy(losses)))
 
 
 def summary(labels: np.ndarray, probabilities: np.ndarray) -> dict:
     """Everything ``evaluate`` reports about a split, as plain numbers."""
     num_classes = probabilities.shape[1]
-    predictions = probabilities.argmax(axis=1)
+    matrix = confusion_matrix(labels, probabilities.argmax(axis=1), num_classes)
     k = top_k(num_classes)
     return {
-        "accuracy": float((predictions == labels).mean()),
+        "accuracy": accuracy(matrix),
         "loss": cross_entropy(labels, probabilities),
         "count": int(len(labels)),
-        **averages(per_class(confusion_matrix(labels, predictions, num_classes))),
+        **averages(per_class(matrix)),
         "top_k": k,
         "top_k_accuracy": top_k_accuracy(labels, probabilities, k),
         "ece": calibration(labels, probabilities)["ece"],

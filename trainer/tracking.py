@@ -1,4 +1,4 @@
-"""Where a run's params, metrics and artifacts go: MLflow in production, memory in tests.
+"""Where a run's params, metrics and artifacts go: MLflow (the chief), or nowhere (other workers).
 
 ``MlflowWriter`` never lets a tracking-server outage stop training: a call that fails is kept and
 retried before the next one, and whatever still could not be logged at the end is named in a
@@ -11,6 +11,7 @@ import tempfile
 import time
 from urllib.parse import urlparse
 
+from foodpipe import logs
 from foodpipe.errors import FoodpipeError
 
 log = logging.getLogger(__name__)
@@ -53,14 +54,6 @@ def resolve_tracking_uri(uri: str) -> str:
     return local_store_uri(uri[len("file:"):] if scheme == "file" else uri)
 
 
-def redact(uri: str) -> str:
-    """``uri`` without any ``user:password@`` part, for messages."""
-    parsed = urlparse(uri)
-    if parsed.password or parsed.username:
-        return parsed._replace(netloc=parsed.hostname + (f":{parsed.port}" if parsed.port else "")).geturl()
-    return uri
-
-
 def connect(uri: str):
     """An ``MlflowClient`` for ``uri`` that has answered once; else a one-line ``FoodpipeError``."""
     configure_mlflow_client()
@@ -73,7 +66,7 @@ def connect(uri: str):
         client.search_experiments(max_results=1)
     except Exception as exc:  # requests, MlflowException, SQLAlchemy: all mean "not usable"
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise FoodpipeError(f"MLflow tracking server {redact(uri)} is unreachable: {reason}") from None
+        raise FoodpipeError(f"MLflow tracking server {logs.redact(uri)} is unreachable: {reason}") from None
     return client
 
 
@@ -82,7 +75,7 @@ def experiment_id(client, name: str, create: bool = True) -> str:
     if experiment is not None:
         return experiment.experiment_id
     if not create:
-        raise FoodpipeError(f"no MLflow experiment named {name!r} at {redact(client.tracking_uri)}")
+        raise FoodpipeError(f"no MLflow experiment named {name!r} at {logs.redact(client.tracking_uri)}")
     artifact_location = None
     if client.tracking_uri.startswith("sqlite:///"):
         store_dir = os.path.dirname(client.tracking_uri[len("sqlite:///"):])
@@ -90,32 +83,24 @@ def experiment_id(client, name: str, create: bool = True) -> str:
     return client.create_experiment(name, artifact_location=artifact_location)
 
 
-class MemoryWriter:
-    """Keeps everything in memory: for tests, and for the non-chief workers (which log nothing)."""
+class NullWriter:
+    """Logs nothing: the writer of the workers that are not the chief (only the chief logs)."""
 
-    def __init__(self):
-        self.run_id = None
-        self.params, self.tags, self.metrics, self.artifacts = {}, {}, [], {}
-        self.model = None
-        self.status = None
+    run_id = None
 
-    def start(self, params: dict, tags: dict, run_id: str | None = None) -> str | None:
-        self.params.update(params)
-        self.tags.update(tags)
-        return self.run_id
+    def start(self, params: dict, tags: dict, run_id: str | None = None) -> None:
+        return None
 
     def log_metrics(self, metrics: dict, step: int) -> None:
-        self.metrics.append((step, dict(metrics)))
+        pass
 
     def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
-        self.artifacts[os.path.join(artifact_path or "", os.path.basename(local_path))] = local_path
+        pass
 
-    def log_model(self, model, input_example) -> str | None:
-        self.model = model
+    def log_model(self, model, input_example) -> None:
         return None
 
     def finish(self, status: str = "FINISHED") -> list[str]:
-        self.status = status
         return []
 
 
@@ -154,12 +139,13 @@ class MlflowWriter:
                 if not self._warned:
                     reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
                     log.warning("MLflow at %s failed (%s): training goes on; %s and later records will be "
-                                "retried", redact(self.tracking_uri), reason, what)
+                                "retried", logs.redact(self.tracking_uri), reason, what)
                     self._warned = True
                 return
             self._pending.pop(0)
             if self._warned:
-                log.warning("MLflow at %s is back: logging %d delayed record(s) from %s on", redact(self.tracking_uri),
+                log.warning("MLflow at %s is back: logging %d delayed record(s) from %s on",
+                            logs.redact(self.tracking_uri),
                             len(self._pending) + 1, what)
                 self._warned = False
 
@@ -188,7 +174,7 @@ class MlflowWriter:
         self._attempt("the run's end status", lambda: self.client.set_terminated(self.run_id, status))
         lost = [what for what, _ in self._pending]
         if lost:
-            log.warning("MLflow at %s stayed unreachable; not logged to run %s: %s", redact(self.tracking_uri),
+            log.warning("MLflow at %s stayed unreachable; not logged to run %s: %s", logs.redact(self.tracking_uri),
                         self.run_id, "; ".join(lost))
         return lost
 

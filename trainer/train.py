@@ -6,7 +6,6 @@ checkpoints; every worker trains and prints the same result line.
 """
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -17,14 +16,14 @@ import numpy as np
 import tensorflow as tf
 
 import models
-from foodpipe import schema
+from foodpipe import datasets, schema, storage
 from foodpipe.errors import FoodpipeError
-from tfdata import filesystem, pipeline
+from tfdata import pipeline
 from tfdata.config import InputConfig
-from trainer import metrics, report, serving, strategy as strategies, tracking
+from trainer import report, serving, strategy as strategies, tracking
 from trainer.checkpoint import ResumableCheckpoint
-from trainer.loop import DistributedLoop
 from trainer.config import TrainConfig
+from trainer.loop import CONFUSION, DistributedLoop
 
 log = logging.getLogger(__name__)
 LOGGED_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -68,6 +67,15 @@ class KeepBest(keras.callbacks.Callback):
     def restore_best(self) -> None:
         if self.weights is not None:
             self.model.set_weights(self.weights)
+
+    def logs_state(self) -> dict:
+        """The kept epoch's logs as JSON values (for the checkpoint)."""
+        return {key: value.tolist() if isinstance(value, np.ndarray) else float(value)
+                for key, value in self.logs.items()}
+
+    def restore_state(self, epoch: int, logs: dict, weights) -> None:
+        self.epoch, self.weights = epoch, weights
+        self.logs = {key: np.asarray(value) if isinstance(value, list) else value for key, value in logs.items()}
 
 
 class EpochWarmup(keras.callbacks.Callback):
@@ -135,20 +143,11 @@ def run_tags(strategy: tf.distribute.Strategy) -> dict:
 
 def explain_input_error(config: TrainConfig, metadata: dict) -> FoodpipeError:
     """After a ``DataLossError`` while training: name the corrupt shard(s) of either split."""
-    for split in ("train", "val"):
+    for split in (schema.TRAIN, schema.VAL):
         error = pipeline.explain_data_loss(config.data, split, metadata)
         if "corrupt TFRecord" in str(error):
             return error
     return FoodpipeError(f"corrupt data in {config.data}")
-
-
-def predict_split(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """``(labels, probabilities)`` over a finite dataset, on this worker alone."""
-    labels, probabilities = [], []
-    for images, batch_labels in dataset:
-        probabilities.append(keras.ops.convert_to_numpy(model(images, training=False)))
-        labels.append(batch_labels.numpy())
-    return np.concatenate(labels), np.concatenate(probabilities)
 
 
 def distributed_datasets(strategy, config: TrainConfig, inputs: InputConfig, metadata: dict, multi_worker: bool,
@@ -163,14 +162,14 @@ def distributed_datasets(strategy, config: TrainConfig, inputs: InputConfig, met
     """
     def train(context):
         consumed = steps_done * config.batch_size // context.num_input_pipelines
-        return pipeline.make_dataset(config.data, "train", inputs, context, metadata=metadata, repeat=True,
+        return pipeline.make_dataset(config.data, schema.TRAIN, inputs, context, metadata=metadata, repeat=True,
                                      skip=consumed)
 
     def val(context):
         if multi_worker:
-            return pipeline.make_dataset(config.data, "val", inputs, context, training=False, metadata=metadata,
+            return pipeline.make_dataset(config.data, schema.VAL, inputs, context, training=False, metadata=metadata,
                                          repeat=True)
-        return pipeline.make_dataset(config.data, "val", inputs, context, training=False, metadata=metadata,
+        return pipeline.make_dataset(config.data, schema.VAL, inputs, context, training=False, metadata=metadata,
                                      pad_to_multiple=config.batch_size)
 
     return strategy.distribute_datasets_from_function(train), strategy.distribute_datasets_from_function(val)
@@ -178,43 +177,43 @@ def distributed_datasets(strategy, config: TrainConfig, inputs: InputConfig, met
 
 def make_writer(config: TrainConfig, chief: bool):
     if not chief:
-        return tracking.MemoryWriter()
+        return tracking.NullWriter()
     return tracking.MlflowWriter(tracking.chosen_uri(config.mlflow_uri), config.experiment, config.run_name)
 
 
 def log_outputs(writer, model: keras.Model, config: TrainConfig, metadata: dict, history: dict,
-                val: tuple[np.ndarray, np.ndarray], example_jpeg: bytes) -> str | None:
-    """Pictures, dataset metadata, the serving model (keras flavour) and its SavedModel export."""
+                val_confusion: np.ndarray) -> str | None:
+    """Pictures (training curves, the kept epoch's val confusion matrix), the dataset's metadata, the
+    serving model (keras flavour) and its SavedModel export."""
     scratch = tempfile.mkdtemp(prefix="foodpipe-run-")
-    labels, probabilities = val
     classes = metadata["classes"]
-    matrix = metrics.confusion_matrix(labels, probabilities.argmax(axis=1), len(classes))
     writer.log_artifact(report.plot_training_curves(history, os.path.join(scratch, "training_curves.png")), "plots")
-    writer.log_artifact(report.plot_confusion_matrix(matrix, classes, os.path.join(scratch, "confusion_matrix.png")),
-                        "plots")
+    writer.log_artifact(report.plot_confusion_matrix(val_confusion, classes,
+                                                     os.path.join(scratch, "confusion_matrix.png")), "plots")
     metadata_path = os.path.join(scratch, schema.METADATA_FILE)
-    with open(metadata_path, "w") as f:
-        json.dump(metadata, f, indent=2)
+    storage.write_json(metadata_path, metadata)
     writer.log_artifact(metadata_path, "dataset")
     serving_model = serving.build(model, config.framing, config.eval_crop_fraction, classes)
-    model_uri = writer.log_model(serving_model, np.array([example_jpeg], dtype=object))
+    example = first_record_bytes(config.data, metadata, schema.VAL)
+    model_uri = writer.log_model(serving_model, np.array([example], dtype=object))
     saved_model = os.path.join(scratch, "saved_model")
     serving.export_saved_model(serving_model, saved_model)
     writer.log_artifact(saved_model)
     return model_uri
 
 
-def keep_epoch(config: TrainConfig, best: KeepBest, writer) -> int:
-    """Load the kept epoch's weights (``--keep best``) and log which epoch it is. As MLflow's Keras
-    autologging does for restored weights, that epoch's metrics are logged once more one step after
-    the last epoch, so a run's latest ``val_accuracy`` is its exported model's."""
+def keep_epoch(config: TrainConfig, best: KeepBest, last_logs: dict, writer) -> tuple[int, dict]:
+    """``(epoch, its logs)`` of the weights the run exports, loaded into the model: the best epoch's
+    (``--keep best``) or the last one's. As MLflow's Keras autologging does for restored weights,
+    the kept epoch's metrics are logged once more one step after the last epoch, so a run's latest
+    ``val_accuracy`` is its exported model's."""
     if config.keep == "last" or best.weights is None:
-        return config.epochs
+        return config.epochs, last_logs
     best.restore_best()
     print(f"Keeping epoch {best.epoch} (val_accuracy {best.score:.4f})", flush=True)
     kept = {key: float(best.logs[key]) for key in LOGGED_METRICS if key in best.logs}
     writer.log_metrics({**kept, "kept_epoch": best.epoch}, step=config.epochs + 1)
-    return best.epoch
+    return best.epoch, best.logs
 
 
 def first_record_bytes(data_uri: str, metadata: dict, split: str) -> bytes:
@@ -223,60 +222,79 @@ def first_record_bytes(data_uri: str, metadata: dict, split: str) -> bytes:
     return pipeline.parse(record)[0].numpy()
 
 
-def train_and_evaluate(config: TrainConfig, writer=None) -> dict:
+def start_compute(config: TrainConfig) -> tf.distribute.Strategy:
+    """The precision policy, the distribution strategy (announced) and the random seed."""
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     strategy = strategies.build(config.strategy, config.cpu_replicas)
-    chief = strategies.is_chief()
     print(f"strategy: {strategies.describe(strategy)} with {strategy.num_replicas_in_sync} replica(s)"
-          f"{'' if chief else ' (worker, not chief)'}", flush=True)
+          f"{'' if strategies.is_chief() else ' (worker, not chief)'}", flush=True)
     keras.utils.set_random_seed(config.seed)
+    return strategy
 
-    metadata, metadata_sha256 = pipeline.load_metadata_and_digest(config.data)
-    inputs = config.input_config()
-    counts = {split: metadata["splits"][split]["count"] for split in ("train", "val")}
-    for split in counts:
-        pipeline.shard_paths(config.data, metadata, split)  # a one-line error for an empty split
-    steps_per_epoch = math.ceil(counts["train"] / config.batch_size)
+
+def read_dataset(config: TrainConfig) -> tuple[dict, str]:
+    """The dataset's metadata and its digest; a one-line error for a missing or empty split."""
+    metadata, digest = datasets.load_metadata_and_digest(config.data)
+    for split in (schema.TRAIN, schema.VAL):
+        pipeline.shard_paths(config.data, metadata, split)
+    return metadata, digest
+
+
+def resume(checkpoint: ResumableCheckpoint | None, model: keras.Model) -> tuple[int, dict, str | None]:
+    """``(epochs done, history, MLflow run id)`` of the checkpointed run, loaded into ``model``
+    (with the callbacks' state); ``(0, {}, None)`` for a new run."""
+    state = checkpoint.restore(model) if checkpoint else None
+    if not state:
+        return 0, {}, None
+    print(f"Resumed from epoch {state['epoch']} ({checkpoint.directory})", flush=True)
+    return state["epoch"], state["extra"].get("history", {}), state["extra"].get("run_id")
+
+
+def fit(config: TrainConfig, strategy, model: keras.Model, metadata: dict, initial_epoch: int, callbacks) -> dict:
+    """Train from ``initial_epoch``; returns the last epoch's logs (with val's confusion matrix,
+    evaluated here if no epoch was left to run)."""
+    counts = {split: metadata["splits"][split]["count"] for split in (schema.TRAIN, schema.VAL)}
+    steps_per_epoch = math.ceil(counts[schema.TRAIN] / config.batch_size)
+    multi_worker = strategies.cluster_size() > 1
+    validation_steps = math.ceil(counts[schema.VAL] / config.batch_size) if multi_worker else None
+    train_data, val_data = distributed_datasets(strategy, config, config.input_config(), metadata, multi_worker,
+                                                steps_done=initial_epoch * steps_per_epoch)
+    loop = DistributedLoop(model, strategy, config.batch_size, config.jit_compile)
+    logs = loop.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                    validation_data=val_data, validation_steps=validation_steps, callbacks=callbacks)
+    return logs or loop.evaluate(val_data, validation_steps)
+
+
+def train_and_evaluate(config: TrainConfig, writer=None) -> dict:
+    strategy = start_compute(config)
+    chief = strategies.is_chief()
+    metadata, metadata_sha256 = read_dataset(config)
+    steps_per_epoch = math.ceil(metadata["splits"][schema.TRAIN]["count"] / config.batch_size)
     writer = writer or make_writer(config, chief)
-    pixel_stats = (metadata["stats"]["mean"], metadata["stats"]["std"])
     with strategy.scope():
-        model = build_model(config, len(metadata["classes"]), pixel_stats, steps_per_epoch)
+        model = build_model(config, len(metadata["classes"]), (metadata["stats"]["mean"], metadata["stats"]["std"]),
+                            steps_per_epoch)
 
-    if config.checkpoint_dir:
-        filesystem.ensure_readable(config.checkpoint_dir)  # s3:// checkpoints go through tensorflow-io
     best = KeepBest()
     plateau = keras.callbacks.ReduceLROnPlateau(
         monitor="loss", factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr, verbose=1) \
         if config.lr_schedule == "plateau" else None
     checkpoint = ResumableCheckpoint(config.checkpoint_dir, best, plateau, writer=chief) \
         if config.checkpoint_dir else None
-    state = checkpoint.restore(model) if checkpoint else None
-    initial_epoch = state["epoch"] if state else 0
-    history = state["extra"].get("history", {}) if state else {}
-    if state:
-        print(f"Resumed from epoch {initial_epoch} ({config.checkpoint_dir})", flush=True)
+    initial_epoch, history, previous_run = resume(checkpoint, model)
     params = {**config.params(), "dataset_metadata_sha256": metadata_sha256}
-    run_id = writer.start(params, run_tags(strategy), run_id=state["extra"].get("run_id") if state else None)
+    run_id = writer.start(params, run_tags(strategy), run_id=previous_run)
 
-    multi_worker = strategies.cluster_size() > 1
-    train_data, val_data = distributed_datasets(strategy, config, inputs, metadata, multi_worker,
-                                                steps_done=initial_epoch * steps_per_epoch)
     callbacks = [EpochLogger(writer, history), best] + ([plateau] if plateau else [])
     if plateau and config.warmup:
         callbacks.insert(0, EpochWarmup(config.lr, config.warmup))
     if checkpoint:
         checkpoint.extra = {"run_id": run_id, "history": history}
         callbacks.append(checkpoint)
-    loop = DistributedLoop(model, strategy, config.batch_size, config.jit_compile)
     try:
-        loop.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch,
-                 steps_per_epoch=steps_per_epoch, validation_data=val_data,
-                 validation_steps=math.ceil(counts["val"] / config.batch_size) if multi_worker else None,
-                 callbacks=callbacks)
-        kept_epoch = keep_epoch(config, best, writer)
-        val_dataset = pipeline.make_dataset(config.data, "val", inputs, training=False, metadata=metadata)
-        val = predict_split(model, val_dataset)
+        last_logs = fit(config, strategy, model, metadata, initial_epoch, callbacks)
+        kept_epoch, kept_logs = keep_epoch(config, best, last_logs, writer)
     except tf.errors.DataLossError:
         writer.finish("FAILED")
         raise explain_input_error(config, metadata) from None
@@ -284,14 +302,11 @@ def train_and_evaluate(config: TrainConfig, writer=None) -> dict:
         writer.finish("FAILED")
         raise
 
-    val_accuracy = float((val[1].argmax(axis=1) == val[0]).mean())
-    model_uri = None
-    if chief:
-        example = first_record_bytes(config.data, metadata, "val")
-        model_uri = log_outputs(writer, model, config, metadata, history, val, example)
+    model_uri = log_outputs(writer, model, config, metadata, history, kept_logs[f"val_{CONFUSION}"]) \
+        if chief else None
     writer.finish("FINISHED")
     if checkpoint:
         checkpoint.clear()
-    return {"run_id": run_id, "model_uri": model_uri, "val_accuracy": val_accuracy, "epochs": config.epochs,
-            "kept_epoch": kept_epoch, "steps": int(model.optimizer.iterations.numpy()),
+    return {"run_id": run_id, "model_uri": model_uri, "val_accuracy": float(kept_logs["val_accuracy"]),
+            "epochs": config.epochs, "kept_epoch": kept_epoch, "steps": int(model.optimizer.iterations.numpy()),
             "weights_sha256": weights_digest(model)}
