@@ -1,6 +1,7 @@
 """What can be checked of the containers without Docker: hadolint, the compose file's wiring, and
 that the image installs exactly as the README says."""
 
+import json
 import os
 import re
 import subprocess
@@ -11,7 +12,7 @@ import yaml
 
 from tests.conftest import REPO
 
-DOCKERFILES = ["Dockerfile", "docker/mlflow.Dockerfile"]
+DOCKERFILES = ["Dockerfile", "docker/mlflow/Dockerfile"]
 
 
 def read(path):
@@ -40,11 +41,11 @@ def compose():
 
 def test_compose_wires_minio_mlflow_the_job_and_a_gpu_trainer():
     services = compose()["services"]
-    assert set(services) == {"minio", "buckets", "postgres", "mlflow", "preprocess", "train"}
+    assert set(services) == {"minio", "buckets", "postgres", "mlflow", "mlflow-users", "preprocess", "train"}
     for name, service in services.items():
         for dependency in service.get("depends_on", {}):
             assert dependency in services, f"{name} depends on unknown {dependency}"
-    assert "mc mb" in " ".join(services["buckets"]["entrypoint"])
+    assert services["buckets"]["entrypoint"][-1] == "/policies/setup.sh" and "mc mb" in read(SETUP)
     mlflow_flags = " ".join(services["mlflow"]["command"])
     assert "--backend-store-uri=postgresql://" in mlflow_flags and "--artifacts-destination=s3://" in mlflow_flags
     devices = services["train"]["deploy"]["resources"]["reservations"]["devices"]
@@ -81,3 +82,103 @@ def test_image_installs_exactly_as_the_readme_says():
     for install in installs:
         assert install in readme, install
     assert "-c constraints.txt" in read("Makefile")  # make install pins with the same file
+
+
+SETUP = "docker/minio/setup.sh"
+# The MinIO user each service signs in as: its policy is docker/minio/ROLE.json.
+ROLES = {"preprocess": "preprocess", "train": "trainer", "mlflow": "mlflow"}
+WRITES = {"s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"}
+
+
+def interpolate(value: str, env: dict) -> str:
+    """Compose's ``${VAR:-default}``, ``${VAR:?message}`` and ``${VAR}`` with the variables ``env``."""
+    def one(match):
+        name, operator, rest = match.group(1), match.group(2), match.group(3)
+        if env.get(name):
+            return env[name]
+        if operator == ":-":
+            return rest
+        raise KeyError(f"{name} is required: {rest}")
+    return re.sub(r"\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", one, value)
+
+
+def example_env() -> dict:
+    pairs = [line.split("=", 1) for line in read("compose.env.example").splitlines() if re.match(r"^\w+=", line)]
+    return dict(pairs)
+
+
+def test_every_variable_compose_needs_is_in_the_example_env():
+    needed = set(re.findall(r"\$\{(\w+):\?", read("docker-compose.yml")))
+    assert needed and needed <= set(example_env())
+    for service in compose()["services"].values():  # and with it, every value resolves
+        for value in (service.get("environment") or {}).values():
+            interpolate(str(value), example_env())
+
+
+@pytest.mark.parametrize("opened", [None, "0.0.0.0"])
+def test_published_ports_listen_on_loopback_unless_opened(opened):
+    env = {**example_env(), "FOODPIPE_BIND_ADDRESS": opened or ""}
+    published = [(name, interpolate(port, env)) for name, service in compose()["services"].items()
+                 for port in service.get("ports", [])]
+    assert {name for name, _ in published} == {"minio", "mlflow"} and len(published) == 3
+    for name, port in published:
+        host, host_port, container_port = port.split(":")
+        assert host == (opened or "127.0.0.1"), f"{name} publishes {port}"
+
+
+def test_only_minio_and_buckets_receive_the_root_credentials():
+    for name, service in compose()["services"].items():
+        environment = " ".join(f"{key}={value}" for key, value in (service.get("environment") or {}).items())
+        holds_root = "MINIO_ROOT_" in environment
+        assert holds_root == (name in ("minio", "buckets")), name
+
+
+def policy(role: str) -> dict[str, set[str]]:
+    """``{bucket: actions}`` a role's policy allows, from its JSON."""
+    with open(os.path.join(REPO, "docker", "minio", f"{role}.json")) as f:
+        document = json.load(f)
+    allowed: dict[str, set[str]] = {}
+    for statement in document["Statement"]:
+        assert statement["Effect"] == "Allow"
+        for resource in statement["Resource"]:
+            assert resource.startswith("arn:aws:s3:::") and "*" not in resource.split("/")[0], resource
+            bucket = resource[len("arn:aws:s3:::"):].split("/")[0]
+            allowed.setdefault(bucket, set()).update(statement["Action"])
+    return allowed
+
+
+@pytest.mark.parametrize("role,reads,writes", [
+    ("preprocess", {"raw", "datasets"}, {"datasets"}),
+    ("trainer", {"datasets", "checkpoints"}, {"checkpoints"}),
+    ("mlflow", {"mlflow"}, {"mlflow"}),
+])
+def test_each_minio_policy_names_only_its_buckets(role, reads, writes):
+    allowed = policy(role)
+    assert set(allowed) == reads
+    assert {bucket for bucket, actions in allowed.items() if actions & WRITES} == writes
+    assert all("s3:*" not in actions and not any(a.startswith("admin:") for a in actions) for actions in allowed.values())
+
+
+def test_each_service_signs_in_as_the_minio_user_of_its_policy():
+    attached = {role: (key, secret) for role, key, secret in
+                re.findall(r'^user (\w+) "\$(\w+)" "\$(\w+)"$', read(SETUP), re.M)}
+    assert set(attached) == set(ROLES.values())
+    services = compose()["services"]
+    for service, role in ROLES.items():
+        environment = services[service]["environment"]
+        key, secret = attached[role]
+        assert environment["AWS_ACCESS_KEY_ID"].startswith(f"${{{key}:?")
+        assert environment["AWS_SECRET_ACCESS_KEY"].startswith(f"${{{secret}:?")
+        assert key in services["buckets"]["environment"] and secret in services["buckets"]["environment"]
+
+
+def test_mlflow_requires_signing_in_and_the_trainer_signs_in_as_a_non_admin_user():
+    services = compose()["services"]
+    assert "--app-name=basic-auth" in services["mlflow"]["command"]
+    assert services["mlflow"]["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"].startswith("${MLFLOW_ADMIN_PASSWORD:?")
+    train = services["train"]["environment"]
+    assert train["MLFLOW_TRACKING_USERNAME"] == services["mlflow-users"]["environment"]["MLFLOW_TRAINER_USERNAME"]
+    assert train["MLFLOW_TRACKING_PASSWORD"].startswith("${MLFLOW_TRAINER_PASSWORD:?")
+    assert interpolate(train["MLFLOW_TRACKING_USERNAME"], {}) != "admin"
+    settings = read("docker/mlflow/basic_auth.ini")
+    assert not re.search(r"^admin_password", settings, re.M)  # the admin's password comes from .env only
