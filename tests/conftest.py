@@ -82,14 +82,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_mlflow_server(root, port: int | None = None) -> tuple[subprocess.Popen, str]:
+def start_mlflow_server(root, port: int | None = None, extra_args=(), env=None) -> tuple[subprocess.Popen, str]:
     """A real ``mlflow server`` process over HTTP (SQLite backend, artifacts proxied to a folder)."""
     port = port or free_port()
     proc, _ = start_process(
         [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-         "--artifacts-destination", os.path.join(root, "artifacts")],
-        ready=r"Uvicorn running on", timeout=120)
+         "--artifacts-destination", os.path.join(root, "artifacts"), *extra_args],
+        ready=r"Uvicorn running on", env=env, timeout=120)
     return proc, f"http://127.0.0.1:{port}"
 
 

@@ -65,9 +65,30 @@ def connect(uri: str):
     try:
         client.search_experiments(max_results=1)
     except Exception as exc:  # requests, MlflowException, SQLAlchemy: all mean "not usable"
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise FoodpipeError(f"MLflow tracking server {logs.redact(uri)} is unreachable: {reason}") from None
+        raise refusal(exc, uri, "connecting") or FoodpipeError(
+            f"MLflow tracking server {logs.redact(uri)} is unreachable: {first_line(exc)}") from None
     return client
+
+
+def first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+def refusal(exc: BaseException, uri: str, what: str) -> FoodpipeError | None:
+    """The one-line error for a server that refused who we are (HTTP 401) or what we asked (403);
+    None for any other failure. Never quotes the password."""
+    status = getattr(exc, "get_http_status_code", lambda: None)()
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    where = logs.redact(uri)
+    if status == 401 and not user:
+        return FoodpipeError(f"MLflow tracking server {where} requires signing in: set MLFLOW_TRACKING_USERNAME "
+                             "and MLFLOW_TRACKING_PASSWORD")
+    if status == 401:
+        return FoodpipeError(f"MLflow tracking server {where} rejected the credentials of user {user!r}: check "
+                             "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    if status == 403:
+        return FoodpipeError(f"MLflow tracking server {where} does not allow user {user!r} {what}")
+    return None
 
 
 def experiment_id(client, name: str, create: bool = True) -> str:
@@ -80,7 +101,10 @@ def experiment_id(client, name: str, create: bool = True) -> str:
     if client.tracking_uri.startswith("sqlite:///"):
         store_dir = os.path.dirname(client.tracking_uri[len("sqlite:///"):])
         artifact_location = os.path.join(store_dir, "artifacts")
-    return client.create_experiment(name, artifact_location=artifact_location)
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except Exception as exc:
+        raise refusal(exc, client.tracking_uri, f"to create the experiment {name!r}") or exc
 
 
 class NullWriter:
@@ -115,7 +139,15 @@ class MlflowWriter:
         self._warned = False
 
     def start(self, params: dict, tags: dict, run_id: str | None = None) -> str:
-        """A new run, or the run ``run_id`` continued (resume). Errors here are fatal."""
+        """A new run, or the run ``run_id`` continued (resume). Errors here are fatal, in one line."""
+        try:
+            return self._start(params, tags, run_id)
+        except Exception as exc:
+            raise refusal(exc, self.tracking_uri, "to write runs in this experiment") or FoodpipeError(
+                f"MLflow tracking server {logs.redact(self.tracking_uri)} could not start the run: "
+                f"{first_line(exc)}") from None
+
+    def _start(self, params: dict, tags: dict, run_id: str | None) -> str:
         from mlflow.entities import Param, RunTag
 
         if run_id is not None:
@@ -137,7 +169,7 @@ class MlflowWriter:
                 action()
             except Exception as exc:
                 if not self._warned:
-                    reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                    reason = first_line(exc)
                     log.warning("MLflow at %s failed (%s): training goes on; %s and later records will be "
                                 "retried", logs.redact(self.tracking_uri), reason, what)
                     self._warned = True
