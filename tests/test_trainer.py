@@ -86,10 +86,11 @@ def test_train_logs_params_metrics_artifacts_and_model_to_the_server(trained, da
         assert sorted(history[key]) == [1, 2, 3] and history[key][3] == history[key][kept], key
     assert abs(run.data.metrics["val_accuracy"] - result["val_accuracy"]) < 1e-6
     artifacts = set()
-    for top in ("plots", "dataset", "model", "saved_model"):
+    for top in ("plots", "dataset", "model", "model/data", "model/data/saved_model", "model/code"):
         artifacts |= {a.path for a in client.list_artifacts(result["run_id"], top)}
     assert {"plots/training_curves.png", "plots/confusion_matrix.png", "dataset/metadata.json", "model/MLmodel",
-            "saved_model/saved_model.pb"} <= artifacts
+            "model/data/saved_model/saved_model.pb", "model/data/model.keras", "model/code/foodpipe_pyfunc.py",
+            "model/code/foodpipe_images.py"} <= artifacts
     assert result["model_uri"] == f"runs:/{result['run_id']}/model"
 
 
@@ -141,6 +142,8 @@ def test_evaluate_select_register_and_predict_end_to_end(trained, dataset, mlflo
     assert selected.returncode == 0, selected.stderr[-2000:]
     best = last_json(selected.stdout)
     assert best["run_id"] == result["run_id"] and best["registered"]["model_uri"] == "models:/food-smoke/1"
+    assert best["registered"]["alias_uri"] == "models:/food-smoke@champion"
+    assert client.get_model_version_by_alias("food-smoke", "champion").version == "1"
     table = selected.stdout.strip().splitlines()[:-1]
     assert table[0].split() == ["run_id", "run_name", "model", "val_accuracy"]
     assert [line.split()[0] for line in table[1:]] == [result["run_id"], worse]  # compared, best first
@@ -152,7 +155,8 @@ def test_evaluate_select_register_and_predict_end_to_end(trained, dataset, mlflo
     classes = metadata["classes"]
     accepted = datasets.read_manifest(dataset)  # images the job accepted (raw_dataset has broken ones too)
     images = [next(row["uri"] for row in accepted if row["class_name"] == name) for name in classes[:2]]
-    predicted = foodpipe("predict", "--model", "models:/food-smoke/1", "--top-k", "2", "--json", *images, env=env)
+    predicted = foodpipe("predict", "--model", "models:/food-smoke@champion", "--top-k", "2", "--json", *images,
+                         env=env)
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     rows = last_json(predicted.stdout)
     assert [row["image"] for row in rows] == images

@@ -11,7 +11,7 @@ import tempfile
 import time
 from urllib.parse import urlparse
 
-from foodpipe import logs
+from foodpipe import logs, storage
 from foodpipe.errors import FoodpipeError
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class NullWriter:
     def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
         pass
 
-    def log_model(self, model, input_example) -> None:
+    def log_model(self, model, example_jpeg: bytes) -> None:
         return None
 
     def finish(self, status: str = "FINISHED") -> list[str]:
@@ -195,9 +195,9 @@ class MlflowWriter:
         else:
             self._attempt(f"artifact {name}", lambda: self.client.log_artifact(self.run_id, local_path, artifact_path))
 
-    def log_model(self, model, input_example) -> str:
-        """The Keras model (MLflow's keras flavour, with signature and input example) as ``model``."""
-        path = save_keras_flavour(model, input_example)
+    def log_model(self, model, example_jpeg: bytes) -> str:
+        """The serving model as the run's ``model`` (see ``save_model``)."""
+        path = save_model(model, example_jpeg)
         self._attempt("the model", lambda: self.client.log_artifacts(self.run_id, path, MODEL_ARTIFACT))
         return f"runs:/{self.run_id}/{MODEL_ARTIFACT}"
 
@@ -211,26 +211,53 @@ class MlflowWriter:
         return lost
 
 
-def save_keras_flavour(model, input_example) -> str:
-    """Save ``model`` in MLflow's keras flavour into a fresh local folder; returns the folder.
+def save_model(serving_model, example_jpeg: bytes) -> str:
+    """Save the serving model as one MLflow model in a fresh local folder; returns the folder.
 
-    (``mlflow.keras.log_model`` with an input example fails in MLflow 3.17: it writes the example
-    before creating the model folder, so the model is saved locally and logged as artifacts.)
+    Two flavours over two copies of the same graph:
+    - ``python_function``: ``trainer/mlflow_pyfunc.py`` over the TensorFlow SavedModel in
+      ``data/saved_model`` (also what TF Serving loads); its code travels in ``code/``, so
+      ``mlflow.pyfunc.load_model`` and ``mlflow models serve`` need no foodpipe installed. Signature:
+      a ``binary`` column ``image_bytes`` in; ``class``, ``probability`` and ``probability_<class>`` out.
+    - ``keras``: the Keras model (``data/model.keras``), which foodpipe's ``evaluate`` and
+      ``predict`` load (safe mode) to reach the classifier and the preprocessing settings.
     """
     import keras
     import mlflow
-    import numpy as np
+    import pandas as pd
     import tensorflow as tf
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
+    from mlflow.models import Model, ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    from foodpipe import images
+    from trainer import mlflow_pyfunc, serving
+
+    class_names = serving.parts(serving_model)[0].class_names
+    scratch = tempfile.mkdtemp(prefix="foodpipe-model-")
+    saved_model = os.path.join(scratch, "saved_model")
+    serving.export_saved_model(serving_model, saved_model)
+    storage.write_json(os.path.join(saved_model, mlflow_pyfunc.CLASSES_FILE), class_names)
+    code = os.path.join(scratch, "code")
+    for source, name in ((mlflow_pyfunc.__file__, "foodpipe_pyfunc.py"), (images.__file__, "foodpipe_images.py")):
+        storage.write(os.path.join(code, name), storage.read(source))
 
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(object), (-1,), model.input.name)]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model.output.shape[-1]), "probabilities")]),
-    )
-    path = os.path.join(tempfile.mkdtemp(prefix="foodpipe-model-"), MODEL_ARTIFACT)
-    os.makedirs(path)
-    requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", "foodpipe"]
-    mlflow.keras.save_model(model, path, signature=signature, input_example=input_example,
-                            pip_requirements=requirements)
+        inputs=Schema([ColSpec("binary", mlflow_pyfunc.INPUT_COLUMN)]),
+        outputs=Schema([ColSpec("string", "class")] +
+                       [ColSpec("double", name) for name in mlflow_pyfunc.output_columns(class_names)[1:]]))
+    path = os.path.join(scratch, MODEL_ARTIFACT)
+    requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"pandas=={pd.__version__}",
+                    f"pillow=={images.Image.__version__}"]
+    mlflow.pyfunc.save_model(
+        path, loader_module="foodpipe_pyfunc", data_path=saved_model,
+        code_paths=[os.path.join(code, name) for name in sorted(os.listdir(code))], signature=signature,
+        input_example=pd.DataFrame({mlflow_pyfunc.INPUT_COLUMN: [example_jpeg]}), pip_requirements=requirements)
+
+    keras_only = os.path.join(scratch, "keras")
+    mlflow.keras.save_model(serving_model, keras_only, pip_requirements=requirements)
+    keras_file = os.path.join("data", "model.keras")
+    storage.write(os.path.join(path, keras_file), storage.read(os.path.join(keras_only, keras_file)))
+    model = Model.load(os.path.join(path, "MLmodel"))
+    model.add_flavor("keras", **Model.load(os.path.join(keras_only, "MLmodel")).flavors["keras"])
+    model.save(os.path.join(path, "MLmodel"))
     return path

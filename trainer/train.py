@@ -183,8 +183,8 @@ def make_writer(config: TrainConfig, chief: bool):
 
 def log_outputs(writer, model: keras.Model, config: TrainConfig, metadata: dict, history: dict,
                 val_confusion: np.ndarray) -> str | None:
-    """Pictures (training curves, the kept epoch's val confusion matrix), the dataset's metadata, the
-    serving model (keras flavour) and its SavedModel export."""
+    """Pictures (training curves, the kept epoch's val confusion matrix), the dataset's metadata and
+    the serving model (``tracking.save_model``)."""
     scratch = tempfile.mkdtemp(prefix="foodpipe-run-")
     classes = metadata["classes"]
     writer.log_artifact(report.plot_training_curves(history, os.path.join(scratch, "training_curves.png")), "plots")
@@ -194,12 +194,7 @@ def log_outputs(writer, model: keras.Model, config: TrainConfig, metadata: dict,
     storage.write_json(metadata_path, metadata)
     writer.log_artifact(metadata_path, "dataset")
     serving_model = serving.build(model, config.framing, config.eval_crop_fraction, classes)
-    example = first_record_bytes(config.data, metadata, schema.VAL)
-    model_uri = writer.log_model(serving_model, np.array([example], dtype=object))
-    saved_model = os.path.join(scratch, "saved_model")
-    serving.export_saved_model(serving_model, saved_model)
-    writer.log_artifact(saved_model)
-    return model_uri
+    return writer.log_model(serving_model, first_record_bytes(config.data, metadata, schema.VAL))
 
 
 def keep_epoch(config: TrainConfig, best: KeepBest, last_logs: dict, writer) -> tuple[int, dict]:
