@@ -100,7 +100,7 @@ def cmd_evaluate(args) -> int:
 def cmd_select(args) -> int:
     from trainer import evaluate
 
-    result, compared = evaluate.select(args.experiment, args.mlflow_uri, args.register, args.metric)
+    result, compared = evaluate.select(args.experiment, args.mlflow_uri, args.register, args.metric, args.alias)
     print_table(compared)
     print_result(result)
     return 0
@@ -181,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("evaluate", help="accuracy and loss of a model on a split; the last line is JSON")
-    p.add_argument("--model", required=True, help="runs:/RUN/model, models:/NAME/VERSION, an MLflow model folder "
-                                                  "or a .keras file")
+    p.add_argument("--model", required=True, help="runs:/RUN/model, models:/NAME/VERSION, models:/NAME@ALIAS, "
+                                                  "an MLflow model folder or a .keras file")
     p.add_argument("--data", required=True)
     p.add_argument("--split", default=schema.TEST, choices=schema.SPLITS)
     p.add_argument("--batch-size", type=int, default=64)
@@ -198,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="val_accuracy",
                    help="any logged metric (default val_accuracy); the lowest wins for names ending in loss or ece")
     p.add_argument("--register", metavar="NAME", help="also register its model in the MLflow Model Registry")
+    p.add_argument("--alias", help="with --register: the registry alias moved to the new version, so that "
+                                   "models:/NAME@ALIAS names it (default champion)")
     p.add_argument("--mlflow-uri")
     p.set_defaults(func=cmd_select)
 

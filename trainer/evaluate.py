@@ -1,8 +1,9 @@
 """Using trained models: ``evaluate`` on a split, ``select`` the best run, ``predict`` images.
 
-Models are named by ``runs:/RUN/model``, ``models:/NAME/VERSION`` (the registry), an MLflow model
-folder (local or ``s3://``) or a ``.keras`` file. They are loaded with Keras' safe mode on: no
-Python code is unpickled from the store.
+Models are named by ``runs:/RUN/model``, ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` (the
+registry), an MLflow model folder (local or ``s3://``) or a ``.keras`` file. foodpipe loads their
+Keras flavour with Keras' safe mode on: no Python code is unpickled from the store. (MLflow's own
+tools use the model's pyfunc flavour, see ``trainer/mlflow_pyfunc.py``.)
 """
 
 import os
@@ -66,6 +67,9 @@ def run_of(model_uri: str, client) -> str | None:
         return model_uri[len("runs:/"):].split("/", 1)[0]
     if model_uri.startswith("models:/"):
         name, _, version = model_uri[len("models:/"):].partition("/")
+        if "@" in name:  # models:/NAME@ALIAS
+            name, _, alias = name.partition("@")
+            return client.get_model_version_by_alias(name, alias).run_id
         if version.isdigit():
             return client.get_model_version(name, version).run_id
     return None
@@ -184,10 +188,15 @@ def evaluate(model_uri: str, data_uri: str, split: str = schema.TEST, batch_size
 LOWER_IS_BETTER = ("loss", "ece")
 
 
+DEFAULT_ALIAS = "champion"
+
+
 def select(experiment: str, tracking_uri: str | None = None, register: str | None = None,
-           metric: str = "val_accuracy") -> tuple[dict, list[dict]]:
+           metric: str = "val_accuracy", alias: str | None = None) -> tuple[dict, list[dict]]:
     """The finished run with the best ``metric`` (the highest; the lowest for names ending in loss or
-    ece), optionally registered as ``register``; and the runs it was compared with, best first."""
+    ece), optionally registered as ``register`` with the registry alias ``alias`` moved to it (so
+    ``models:/NAME@ALIAS`` names it; default ``DEFAULT_ALIAS``); and the runs it was compared with,
+    best first."""
     client = tracking.connect(tracking.chosen_uri(tracking_uri))
     experiment_id = tracking.experiment_id(client, experiment, create=False)
     order = "ASC" if metric.endswith(LOWER_IS_BETTER) else "DESC"
@@ -203,9 +212,12 @@ def select(experiment: str, tracking_uri: str | None = None, register: str | Non
     if register:
         import mlflow
 
+        alias = alias or DEFAULT_ALIAS
         version = mlflow.register_model(result["model_uri"], register)
-        result["registered"] = {"name": register, "version": int(version.version),
-                                "model_uri": f"models:/{register}/{version.version}"}
+        client.set_registered_model_alias(register, alias, version.version)
+        result["registered"] = {"name": register, "version": int(version.version), "alias": alias,
+                                "model_uri": f"models:/{register}/{version.version}",
+                                "alias_uri": f"models:/{register}@{alias}"}
     return result, compared
 
 
