@@ -122,6 +122,16 @@ def raw_dataset(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def trainer_dataset(raw_dataset, tmp_path_factory):
+    """``raw_dataset`` preprocessed into small shards: what the trainer tests train on."""
+    from beam_pipelines import preprocess
+
+    output = str(tmp_path_factory.mktemp("train-data"))
+    preprocess.run(["--input", raw_dataset, "--output", output, "--shard-size-mb", "0.15", "--seed", "3"])
+    return output
+
+
+@pytest.fixture(scope="session")
 def raw_on_s3(raw_dataset, s3_endpoint, s3_client):
     """``raw_dataset`` uploaded to ``s3://raw/food``; an empty ``datasets`` bucket beside it."""
     result = foodpipe("upload", raw_dataset, "s3://raw/food", "--create-bucket", "--quiet",

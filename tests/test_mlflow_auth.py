@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from tests.conftest import REPO, foodpipe, start_mlflow_server, stop_process
-from tests.test_trainer import TINY, dataset, last_json  # noqa: F401  (dataset: the module's fixture)
+from tests.test_trainer import TINY, last_json
 
 ADMIN_PASSWORD = "admin-pw-5b1e07"
 TRAINER, TRAINER_PASSWORD = "trainer", "trainer-pw-93c4aa"
@@ -72,9 +72,9 @@ def test_the_user_maker_runs_again_and_refuses_a_wrong_admin_password(auth_serve
     (None, None, "requires signing in: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
     (TRAINER, "wrong-pw-7f3d21", f"rejected the credentials of user '{TRAINER}'"),
 ], ids=["none", "wrong"])
-def test_train_without_the_right_credentials_stops_before_training(auth_server, dataset, tmp_path, user, password,
-                                                                   message):
-    result = foodpipe("train", "--data", dataset, *TINY, "--epochs", "1", "--mlflow-uri", auth_server,
+def test_train_without_the_right_credentials_stops_before_training(auth_server, trainer_dataset, tmp_path, user,
+                                                                   password, message):
+    result = foodpipe("train", "--data", trainer_dataset, *TINY, "--epochs", "1", "--mlflow-uri", auth_server,
                       env=signed_in(user, password))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -84,10 +84,10 @@ def test_train_without_the_right_credentials_stops_before_training(auth_server, 
 
 
 @pytest.mark.slow
-def test_train_with_the_trainer_credentials_logs_its_run_and_never_the_password(auth_server, dataset):
+def test_train_with_the_trainer_credentials_logs_its_run_and_never_the_password(auth_server, trainer_dataset):
     import mlflow
 
-    result = foodpipe("train", "--data", dataset, *TINY, "--epochs", "1", "--mlflow-uri", auth_server,
+    result = foodpipe("train", "--data", trainer_dataset, *TINY, "--epochs", "1", "--mlflow-uri", auth_server,
                       "--experiment", "auth", env=signed_in(TRAINER, TRAINER_PASSWORD))
     assert result.returncode == 0, result.stderr[-3000:]
     assert TRAINER_PASSWORD not in result.stdout + result.stderr

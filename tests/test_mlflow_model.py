@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import requests
 import tensorflow as tf
@@ -19,7 +18,7 @@ from PIL import Image
 import models
 from foodpipe import datasets
 from tests.conftest import foodpipe, free_port, start_process, stop_process
-from tests.test_trainer import dataset, last_json  # noqa: F401  (dataset: the module's fixture)
+from tests.test_trainer import last_json
 from tfdata import pipeline
 from trainer import serving, tracking
 
@@ -42,13 +41,13 @@ print(json.dumps({"schema": str(model.metadata.get_input_schema()),
 
 
 @pytest.fixture(scope="module")
-def logged(dataset, tmp_path_factory):  # noqa: F811
+def logged(trainer_dataset, tmp_path_factory):
     """``(tracking URI, model URI, serving model, val JPEGs)``: a small model logged as the trainer does."""
-    metadata = datasets.load_metadata(dataset)
+    metadata = datasets.load_metadata(trainer_dataset)
     classifier = models.build("resnet", len(metadata["classes"]), 32, num_blocks=1, filters=4, dense_units=8,
                               pixel_stats=(metadata["stats"]["mean"], metadata["stats"]["std"]))
     serving_model = serving.build(classifier, "squash", 0.875, metadata["classes"])
-    records = tf.data.TFRecordDataset(pipeline.shard_paths(dataset, metadata, "val"))
+    records = tf.data.TFRecordDataset(pipeline.shard_paths(trainer_dataset, metadata, "val"))
     jpegs = [pipeline.parse(record)[0].numpy() for record in records]
     store = tracking.local_store_uri(str(tmp_path_factory.mktemp("store")))
     writer = tracking.MlflowWriter(store, "served")

@@ -29,10 +29,8 @@ TINY = ["--image-size", "32", "--num-blocks", "2", "--filters", "4", "--dense-un
 
 
 @pytest.fixture(scope="module")
-def dataset(raw_dataset, tmp_path_factory):
-    output = str(tmp_path_factory.mktemp("train-data"))
-    preprocess.run(["--input", raw_dataset, "--output", output, "--shard-size-mb", "0.15", "--seed", "3"])
-    return output
+def dataset(trainer_dataset):
+    return trainer_dataset
 
 
 def last_json(stdout: str):
