@@ -3,12 +3,16 @@
     python -m beam_pipelines.preprocess --input s3://raw/food-101 --output s3://datasets/food10 \
         --classes-file foodpipe/classes/seed10.txt [--runner DaskRunner --dask_client_address tcp://h:8786]
 
-Job flags are parsed here; every other flag goes to Beam's ``PipelineOptions``. Without
-``--runner`` the job runs on the DirectRunner in multi-processing mode, one worker per core.
+Job flags are parsed here; every other flag must be one of Beam's ``PipelineOptions`` and goes to
+Beam. Without ``--runner`` the job runs on the DirectRunner in multi-processing mode, one worker
+per core.
 """
 
 import argparse
 import datetime
+import difflib
+import functools
+import importlib
 import logging
 import os
 import re
@@ -22,7 +26,7 @@ from beam_pipelines import config as job_config
 from beam_pipelines import output, preflight, transforms
 from beam_pipelines.stats import mean_std
 from foodpipe import __version__, logs, process, s3, schema, storage
-from foodpipe.errors import FoodpipeError
+from foodpipe.errors import FoodpipeError, RunFailed
 from foodpipe.images import PixelSums
 
 log = logging.getLogger("foodpipe.preprocess")
@@ -134,7 +138,7 @@ def publish(config, classes: list[str], staging: str, runner: str, seconds: floa
         raise
     except Exception as exc:  # the store went away while publishing: metadata.json comes last
         what = f"publishing {config.output} (not complete, no {schema.METADATA_FILE}: run the job again)"
-        raise storage.describe(exc, config.output, what, settings) from None
+        raise RunFailed(str(storage.describe(exc, config.output, what, settings))) from None
     return metadata
 
 
@@ -147,13 +151,69 @@ def remove_staging(staging: str, settings: s3.S3Settings) -> None:
                     "removes it", staging, type(exc).__name__)
 
 
+DESCRIPTION = """The preprocessing job: raw images in Food-101 layout (local or s3://) become validated,
+split, sharded TFRecords with metadata.json, manifest.parquet and rejected.jsonl (docs/FORMAT.md).
+
+Besides the job's flags below, any --flag must be one of Beam's pipeline options (e.g. --runner,
+--direct_num_workers, --dask_client_address); a flag that is neither is an error. Without --runner
+the job runs on the DirectRunner, multi-processing, one worker per core."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = process.CommandParser(prog="foodpipe preprocess", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"foodpipe {__version__}")
+    job_config.add_arguments(parser)
+    process.add_output_flags(parser)
+    return parser
+
+
+@functools.lru_cache(maxsize=1)
+def beam_option_flags() -> frozenset[str]:
+    """Every flag Beam's pipeline options define, the Dask runner's included."""
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    try:
+        importlib.import_module("apache_beam.runners.dask.dask_runner")  # defines the Dask runner's options
+    except ImportError:  # the dask extra is not installed
+        pass
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    parser = _BeamArgumentParser(add_help=False, conflict_handler="resolve", allow_abbrev=False)
+    for options in set(subclasses(PipelineOptions)):
+        options._add_argparse_args(parser)
+    return frozenset(flag for action in parser._actions for flag in action.option_strings)
+
+
+def check_beam_flags(parser: argparse.ArgumentParser, beam_args: list[str]) -> None:
+    """A usage error for a flag that is neither the job's nor Beam's (Beam would only log that it
+    discards it), with the closest known flag."""
+    ours = [flag for action in parser._actions for flag in action.option_strings]
+    for arg in beam_args:
+        flag = arg.split("=", 1)[0]
+        if flag.startswith("--") and flag not in beam_option_flags():
+            close = difflib.get_close_matches(flag, ours + sorted(beam_option_flags()), n=1, cutoff=0.75)
+            parser.error(f"unknown flag {flag}" + (f" (did you mean {close[0]}?)" if close else ""))
+
+
+def parse(argv) -> tuple[job_config.PreprocessConfig, argparse.Namespace, list[str]]:
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    check_beam_flags(parser, beam_args)
+    return job_config.PreprocessConfig.from_args(args), args, beam_args
+
+
 def run(argv=None) -> dict:
     """Runs the job and commits its output; returns the dataset's metadata."""
-    parser = argparse.ArgumentParser(prog="foodpipe preprocess", description=__doc__.split("\n\n")[0])
-    job_config.add_arguments(parser)
-    args, beam_args = parser.parse_known_args(argv)
-    config = job_config.PreprocessConfig.from_args(args)
-    settings = s3.S3Settings.from_env(args.s3_endpoint)
+    config, args, beam_args = parse(argv)
+    return execute(config, beam_args, args.s3_endpoint)
+
+
+def execute(config: job_config.PreprocessConfig, beam_args: list[str], s3_endpoint: str | None = None) -> dict:
+    settings = s3.S3Settings.from_env(s3_endpoint)
     settings.apply_to_environment()
     options = pipeline_options(beam_args, settings)
     runner = str(options.view_as(beam.options.pipeline_options.StandardOptions).runner).rsplit(".", 1)[-1]
@@ -171,7 +231,7 @@ def run(argv=None) -> dict:
             except FoodpipeError:
                 raise
             except Exception as exc:
-                raise FoodpipeError(describe_job_failure(exc, settings)) from None
+                raise RunFailed(describe_job_failure(exc, settings)) from None
             seconds = time.monotonic() - started
             metadata = publish(config, classes, staging, runner, seconds, settings)
         finally:
@@ -186,15 +246,19 @@ def run(argv=None) -> dict:
     return metadata
 
 
+def result_line(metadata: dict) -> dict:
+    """What the command prints as its JSON result line."""
+    return {"output": metadata["config"]["output"], "images": metadata["images"], "rejected": metadata["rejected"],
+            "splits": {name: info["count"] for name, info in metadata["splits"].items()},
+            "seconds": metadata["job"]["seconds"], "runner": metadata["job"]["runner"]}
+
+
 def main(argv=None) -> int:
-    logs.setup()
-    try:
-        run(argv)
-    except FoodpipeError as exc:
-        print(f"foodpipe preprocess: error: {exc}", file=sys.stderr)
-        return 2
+    logs.setup(verbose="--verbose" in (argv or []))
+    config, args, beam_args = parse(argv)
+    process.emit_result(result_line(execute(config, beam_args, args.s3_endpoint)), args.json)
     return 0
 
 
 if __name__ == "__main__":
-    process.exit_now(main())
+    process.main(lambda: main(sys.argv[1:]))

@@ -1,8 +1,12 @@
-"""``foodpipe bench preprocess --input URI``: the Beam job (default runner) against a plain
-single-process loop doing the same work on the same input, each in its own process, timed from
-start to exit, with the peak memory of its whole process tree (Beam's workers included)."""
+"""The benchmarks behind ``foodpipe bench``:
 
-import json
+- ``preprocess --input URI``: the Beam job (default runner) against a plain single-process loop
+  doing the same work on the same input, each in its own process, timed from start to exit, with
+  the peak memory of its whole process tree (Beam's workers included);
+- ``input --data URI``: the input pipelines (``tfdata/bench.py``);
+- ``train --data URI``: training steps on real against cached input (``trainer/bench.py``).
+"""
+
 import os
 import subprocess
 import sys
@@ -79,53 +83,28 @@ def bench_preprocess(input_uri: str, extra: list[str]) -> dict:
     return result
 
 
-def print_table(result: dict) -> None:
+def print_table(result: dict) -> dict:
+    """``result`` as two aligned columns; returns it."""
     width = max(len(k) for k in result)
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")
+    return result
 
 
-def bench_input(args) -> dict:
-    from foodpipe import s3
+def bench_input(data: str, image_size: int, batch_size: int, images: int, seed_images: int) -> dict:
     from tfdata import bench
     from tfdata.config import InputConfig
 
-    if not args.data:
-        raise FoodpipeError("bench input needs --data")
-    s3.S3Settings.from_env(args.s3_endpoint).apply_to_environment()
     # Every augmentation on, whatever the trainer's defaults: the benchmark times the costliest train view.
-    config = InputConfig(image_size=args.image_size, batch_size=args.batch_size, flip=True, rotate_degrees=15.0,
+    config = InputConfig(image_size=image_size, batch_size=batch_size, flip=True, rotate_degrees=15.0,
                          brightness_contrast=0.2, noise_std=8.0, blur=True)
-    return bench.run(args.data, config, images=args.images, seed_images=args.seed_images)
+    return bench.run(data, config, images=images, seed_images=seed_images)
 
 
-def bench_train(args) -> dict:
-    from foodpipe import s3
+def bench_train(data: str, model: str, image_size: int, batch_size: int, steps: int, mixed_precision: bool,
+                jit_compile: bool) -> dict:
     from trainer import bench, config
 
-    if not args.data:
-        raise FoodpipeError("bench train needs --data")
-    s3.S3Settings.from_env(args.s3_endpoint).apply_to_environment()
-    train_config = config.TrainConfig(data=args.data, model=args.model, image_size=args.image_size,
-                                      batch_size=args.batch_size, weights=None,
-                                      mixed_precision=args.mixed_precision, jit_compile=args.jit_compile)
-    return bench.run(train_config, steps=args.steps)
-
-
-def main(args) -> int:
-    if args.what == "preprocess":
-        if not args.input:
-            raise FoodpipeError("bench preprocess needs --input")
-        extra = ["--s3-endpoint", args.s3_endpoint] if args.s3_endpoint else []
-        result = bench_preprocess(args.input, extra)
-    elif args.what == "input":
-        result = bench_input(args)
-    elif args.what == "train":
-        result = bench_train(args)
-    else:
-        raise FoodpipeError(f"unknown benchmark {args.what!r}")
-    print_table(result)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    return 0
+    train_config = config.TrainConfig(data=data, model=model, image_size=image_size, batch_size=batch_size,
+                                      weights=None, mixed_precision=mixed_precision, jit_compile=jit_compile)
+    return bench.run(train_config, steps=steps)

@@ -1,19 +1,27 @@
 """The ``foodpipe`` command. Each subcommand parses its flags into a typed config and calls one
-function; a ``FoodpipeError`` becomes a one-line message and exit code 2, never a traceback (only
-an unexpected exception, a bug, prints one, redacted, and exits 1)."""
+function. The conventions, the same for every command (see ``foodpipe.process``):
+
+- a command with a result prints it as one JSON line, the last line of stdout; ``--json FILE``
+  also writes it to FILE;
+- ``--quiet`` turns progress bars and progress lines off; ``--verbose`` shows every library's
+  messages unfiltered;
+- ``--s3-endpoint`` on every command that talks to S3, ``--mlflow-uri`` on every command that
+  talks to MLflow;
+- errors are one redacted line starting ``foodpipe: error:``; exit codes 0 done, 1 a bug, 2 a usage
+  error or bad input, 3 the work failed, 130 interrupted.
+"""
 
 import argparse
-import json
 import os
 import sys
-import traceback
 
-from foodpipe import logs, schema
-from foodpipe.errors import FoodpipeError
-from foodpipe.process import exit_now
+from foodpipe import __version__, logs, process, schema
 from trainer import config as train_config
 
-EXIT_ERROR = 2
+DESCRIPTION = """Food-101 classification on TensorFlow's data stack.
+
+Exit codes: 0 done, 1 a bug (a traceback), 2 a usage error or bad input (one line),
+3 the work started and failed (one line), 130 interrupted."""
 
 
 def _s3_settings(args):
@@ -24,13 +32,13 @@ def _s3_settings(args):
     return settings
 
 
-def cmd_s3_server(args) -> int:
+def cmd_s3_server(args):
     from foodpipe import s3_server
 
     return s3_server.serve(args.host, args.port)
 
 
-def cmd_synth(args) -> int:
+def cmd_synth(args) -> dict:
     from tqdm import tqdm
 
     from foodpipe import synth
@@ -39,71 +47,70 @@ def cmd_synth(args) -> int:
     with tqdm(total=config.classes * config.per_class, desc="synth", unit="img", disable=args.quiet) as bar:
         counts = synth.generate(config, progress=bar.update)
     print(f"wrote {counts['images']} images in {counts['classes']} classes (+{counts['corrupt']} corrupt) to {args.out}")
-    return 0
+    return {**counts, "out": args.out}
 
 
-def cmd_upload(args) -> int:
+def cmd_upload(args) -> dict:
     from foodpipe import upload
 
     stats = upload.upload(args.src, args.dest, _s3_settings(args), workers=args.workers,
                           create_bucket=args.create_bucket, show_progress=not args.quiet)
     print(f"uploaded {stats['uploaded']} objects ({stats['bytes'] / 1e6:.1f} MB), "
           f"skipped {stats['skipped']} already present, to {args.dest}")
-    return 0
+    return {**stats, "dest": args.dest}
 
 
-def cmd_preprocess(argv) -> int:
-    from beam_pipelines import preprocess
-
-    return preprocess.main(argv)
-
-
-def cmd_bench(args) -> int:
+def cmd_bench_preprocess(args) -> dict:
     from foodpipe import bench
 
-    return bench.main(args)
+    return bench.print_table(bench.bench_preprocess(args.input, ["--s3-endpoint", args.s3_endpoint]
+                                                    if args.s3_endpoint else []))
 
 
-def cmd_demo(args) -> int:
+def cmd_bench_input(args) -> dict:
+    from foodpipe import bench
+
+    _s3_settings(args)
+    return bench.print_table(bench.bench_input(args.data, args.image_size, args.batch_size, args.images,
+                                               args.seed_images))
+
+
+def cmd_bench_train(args) -> dict:
+    from foodpipe import bench
+
+    _s3_settings(args)
+    return bench.print_table(bench.bench_train(args.data, args.model, args.image_size, args.batch_size, args.steps,
+                                               args.mixed_precision, args.jit_compile))
+
+
+def cmd_demo(args) -> dict:
     from foodpipe import demo
 
     return demo.run(args)
 
 
-def print_result(result) -> None:
-    """The command's result as the last line of stdout, for scripts."""
-    print(json.dumps(result), flush=True)
-
-
-def cmd_train(args) -> int:
+def cmd_train(args) -> dict:
     from trainer import train
 
     config = train_config.from_args(args)
     _s3_settings(args)
-    print_result(train.train_and_evaluate(config))
-    return 0
+    return train.train_and_evaluate(config, progress=not args.quiet)
 
 
-def cmd_evaluate(args) -> int:
+def cmd_evaluate(args) -> dict:
     from trainer import evaluate
 
     _s3_settings(args)
     output_dir = os.path.dirname(os.path.abspath(args.json)) if args.json else None
-    result = evaluate.evaluate(args.model, args.data, args.split, args.batch_size, args.mlflow_uri, output_dir)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    print_result(result)
-    return 0
+    return evaluate.evaluate(args.model, args.data, args.split, args.batch_size, args.mlflow_uri, output_dir)
 
 
-def cmd_select(args) -> int:
+def cmd_select(args) -> dict:
     from trainer import evaluate
 
     result, compared = evaluate.select(args.experiment, args.mlflow_uri, args.register, args.metric, args.alias)
     print_table(compared)
-    print_result(result)
-    return 0
+    return result
 
 
 def print_table(rows: list[dict]) -> None:
@@ -116,7 +123,7 @@ def print_table(rows: list[dict]) -> None:
         print("  ".join(row[key].ljust(width) for key, width in widths.items()))
 
 
-def cmd_predict(args) -> int:
+def cmd_predict(args) -> list:
     from trainer import evaluate
 
     _s3_settings(args)
@@ -124,122 +131,143 @@ def cmd_predict(args) -> int:
     for result in results:
         ranked = ", ".join(f"{p['class']} {p['probability']:.3f}" for p in result["predictions"])
         print(f"{result['image']}: {ranked}")
-    if args.json:
-        print_result(results)
-    return 0
+    return results
+
+
+def s3_flag(parser) -> None:
+    parser.add_argument("--s3-endpoint", help="S3 endpoint URL (default: $AWS_ENDPOINT_URL, else AWS)")
+
+
+def mlflow_flag(parser) -> None:
+    parser.add_argument("--mlflow-uri", help="MLflow tracking server or store (default: $MLFLOW_TRACKING_URI, "
+                                             "else ./mlruns)")
+
+
+def add_command(commands, name: str, function, help: str, result: bool = True, **kwargs):
+    parser = commands.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", **kwargs)
+    process.add_output_flags(parser, result=result)
+    parser.set_defaults(func=function)
+    return parser
+
+
+def add_bench_commands(bench) -> None:
+    benchmarks = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    p = add_command(benchmarks, "preprocess", cmd_bench_preprocess,
+                    "the Beam job (default runner) against a single-process loop, time and peak memory")
+    p.add_argument("--input", required=True, help="raw dataset in Food-101 layout (path or s3://)")
+    s3_flag(p)
+    p = add_command(benchmarks, "input", cmd_bench_input,
+                    "input throughput: decode-only, train and eval pipelines, the seed's Sequence")
+    p.add_argument("--data", required=True, help="preprocessed dataset (path or s3://)")
+    p.add_argument("--image-size", type=int, default=224, help="side of the model's input, in pixels")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    p.add_argument("--images", type=int, default=2000, help="images timed per pipeline after warm-up")
+    p.add_argument("--seed-images", type=int, default=256, help="images timed for the (slow) seed baseline")
+    s3_flag(p)
+    p = add_command(benchmarks, "train", cmd_bench_train,
+                    "training steps fed by the real input against the same batches cached in memory")
+    p.add_argument("--data", required=True, help="preprocessed dataset (path or s3://)")
+    p.add_argument("--model", default="resnet", metavar="{" + ",".join(train_config.CHOICES["model"]) + "}",
+                   help="the model to train")
+    p.add_argument("--image-size", type=int, default=224, help="side of the model's input, in pixels")
+    p.add_argument("--batch-size", type=int, default=64, help="global batch size")
+    p.add_argument("--steps", type=int, default=20, help="steps timed per input, after warm-up")
+    p.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=False,
+                   help="float16 compute (GPUs)")
+    p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="XLA-compile the train step")
+    s3_flag(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="foodpipe", description="Food-101 classification on TensorFlow's data stack.")
+    parser = process.CommandParser(prog="foodpipe", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"foodpipe {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = commands.add_parser("s3-server", help="embedded S3-compatible endpoint (moto) for local work and tests")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=9000, help="0 picks a free port (printed)")
-    p.set_defaults(func=cmd_s3_server)
+    p = add_command(commands, "s3-server", cmd_s3_server,
+                    "an embedded S3-compatible endpoint (moto) for local work and tests", result=False)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=9000, help="port to listen on; 0 picks a free one (printed)")
 
-    p = commands.add_parser("synth", help="write a sample dataset in Food-101 layout")
-    p.add_argument("out")
-    p.add_argument("--classes", type=int, required=True)
-    p.add_argument("--per-class", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--corrupt", type=int, default=0, help="add this many broken files")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_synth)
+    p = add_command(commands, "synth", cmd_synth, "write a sample dataset in Food-101 layout (for plumbing)")
+    p.add_argument("out", help="folder to write (Food-101 layout: images/CLASS/ID.jpg, meta/)")
+    p.add_argument("--classes", type=int, required=True, help="number of classes (1-101)")
+    p.add_argument("--per-class", type=int, required=True, help="images per class")
+    p.add_argument("--seed", type=int, default=0, help="seed of the drawing")
+    p.add_argument("--corrupt", type=int, default=0, help="also write this many broken files")
 
-    p = commands.add_parser("upload", help="copy a Food-101 folder or food-101.tar.gz to s3://bucket/prefix")
-    p.add_argument("src")
-    p.add_argument("dest")
-    p.add_argument("--workers", type=int, default=16)
+    p = add_command(commands, "upload", cmd_upload, "copy a Food-101 folder or food-101.tar.gz to s3://bucket/prefix")
+    p.add_argument("src", help="a folder in Food-101 layout, or the official food-101.tar.gz")
+    p.add_argument("dest", help="s3://bucket/prefix")
+    p.add_argument("--workers", type=int, default=16, help="parallel uploads")
     p.add_argument("--create-bucket", action="store_true", help="create the bucket if it does not exist")
-    p.add_argument("--s3-endpoint")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_upload)
+    s3_flag(p)
 
     commands.add_parser("preprocess", add_help=False,
                         help="the Beam preprocessing job (see 'foodpipe preprocess --help')")
 
-    p = commands.add_parser("bench", help="benchmarks")
-    p.add_argument("what", choices=["preprocess", "input", "train"])
-    p.add_argument("--input", help="raw dataset for 'bench preprocess'")
-    p.add_argument("--data", help="preprocessed dataset for 'bench input'")
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--images", type=int, default=2000, help="images timed per pipeline after warm-up")
-    p.add_argument("--seed-images", type=int, default=256, help="images timed for the (slow) seed baseline")
-    p.add_argument("--model", default="resnet", help="'bench train': the model to train")
-    p.add_argument("--steps", type=int, default=20, help="'bench train': steps timed per input, after warm-up")
-    p.add_argument("--mixed-precision", action="store_true", help="'bench train': float16 compute (GPUs)")
-    p.add_argument("--jit-compile", action="store_true", help="'bench train': XLA-compile the train step")
-    p.add_argument("--json", help="also write the figures to this file")
-    p.add_argument("--s3-endpoint")
-    p.set_defaults(func=cmd_bench)
+    add_bench_commands(commands.add_parser("bench", help="benchmarks (see 'foodpipe bench BENCHMARK --help')",
+                                           description="Benchmarks: each prints a table, then its JSON line."))
 
-    p = commands.add_parser("train", help="train a model, log it to MLflow; the last line is JSON")
+    p = add_command(commands, "train", cmd_train, "train a model and log it to MLflow")
     train_config.add_arguments(p)
-    p.add_argument("--s3-endpoint")
-    p.set_defaults(func=cmd_train)
+    s3_flag(p)
 
-    p = commands.add_parser("evaluate", help="accuracy and loss of a model on a split; the last line is JSON")
+    p = add_command(commands, "evaluate", cmd_evaluate,
+                    "accuracy, loss, per-class scores and calibration of a model on a split")
     p.add_argument("--model", required=True, help="runs:/RUN/model, models:/NAME/VERSION, models:/NAME@ALIAS, "
                                                   "an MLflow model folder or a .keras file")
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default=schema.TEST, choices=schema.SPLITS)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--json", metavar="FILE", help="also write the result to FILE, and the error analysis beside "
-                                                  "it in evaluation/SPLIT/")
-    p.add_argument("--mlflow-uri")
-    p.add_argument("--s3-endpoint")
-    p.set_defaults(func=cmd_evaluate)
+    p.add_argument("--data", required=True, help="preprocessed dataset (path or s3://)")
+    p.add_argument("--split", default=schema.TEST, choices=schema.SPLITS, help="the split to evaluate")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    mlflow_flag(p)
+    s3_flag(p)
+    p.epilog = "With --json FILE, the error analysis is also written beside FILE, in evaluation/SPLIT/."
 
-    p = commands.add_parser("select", help="the best finished run of an experiment by a metric (JSON), after a "
-                                           "table of the runs compared")
-    p.add_argument("--experiment", required=True)
+    p = add_command(commands, "select", cmd_select,
+                    "the best finished run of an experiment by a metric, after a table of the runs compared")
+    p.add_argument("--experiment", required=True, help="MLflow experiment name")
     p.add_argument("--metric", default="val_accuracy",
-                   help="any logged metric (default val_accuracy); the lowest wins for names ending in loss or ece")
+                   help="any logged metric; the lowest wins for names ending in loss or ece")
     p.add_argument("--register", metavar="NAME", help="also register its model in the MLflow Model Registry")
     p.add_argument("--alias", help="with --register: the registry alias moved to the new version, so that "
                                    "models:/NAME@ALIAS names it (default champion)")
-    p.add_argument("--mlflow-uri")
-    p.set_defaults(func=cmd_select)
+    mlflow_flag(p)
 
-    p = commands.add_parser("predict", help="class and probability for each image (local or s3://)")
-    p.add_argument("--model", required=True)
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--top-k", type=int, default=1)
-    p.add_argument("--json", action="store_true", help="also print the results as one JSON line")
-    p.add_argument("--mlflow-uri")
-    p.add_argument("--s3-endpoint")
-    p.set_defaults(func=cmd_predict)
+    p = add_command(commands, "predict", cmd_predict, "class and probability for each image (local or s3://)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...), local or s3://")
+    p.add_argument("--model", required=True, help="a model URI, as for evaluate")
+    p.add_argument("--top-k", type=int, default=1, help="classes shown per image")
+    mlflow_flag(p)
+    s3_flag(p)
 
-    p = commands.add_parser("demo", help="the whole path on embedded defaults, from nothing")
-    p.add_argument("--workdir", default="demo-output")
+    p = add_command(commands, "demo", cmd_demo, "the whole path on embedded defaults, from nothing")
+    p.add_argument("--workdir", default="demo-output", help="where the demo's files go (made anew)")
     p.add_argument("--per-class", type=int, default=120, help="images per class")
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--image-size", type=int, default=64)
-    p.set_defaults(func=cmd_demo)
+    p.add_argument("--epochs", type=int, default=6, help="training epochs")
+    p.add_argument("--image-size", type=int, default=64, help="side of the model's input, in pixels")
     return parser
+
+
+def dispatch(argv: list[str]) -> int:
+    logs.setup(verbose="--verbose" in argv)  # before any library is imported: import-time noise is filtered too
+    if argv and argv[0] == "preprocess":  # Beam's own flags pass through; the job parses its flags itself
+        from beam_pipelines import preprocess
+
+        return preprocess.main(argv[1:])
+    args = build_parser().parse_args(argv)
+    result = args.func(args)
+    if "json" not in args:  # a command without a result (s3-server): its own exit code
+        return result or 0
+    process.emit_result(result, args.json)
+    return 0
 
 
 def run_command(argv=None) -> int:
     """Run one command in this process and return its exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    logs.setup()
-    try:
-        if argv and argv[0] == "preprocess":  # Beam's own flags pass through untouched
-            return cmd_preprocess(argv[1:])
-        args = build_parser().parse_args(argv)
-        return args.func(args)
-    except FoodpipeError as exc:
-        print(f"foodpipe: error: {logs.redact(str(exc))}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("foodpipe: interrupted", file=sys.stderr)
-        return 130
-    except Exception:  # a bug: the traceback, then exit 1 deliberately (see exit_now)
-        print(logs.redact(traceback.format_exc()), file=sys.stderr, end="")
-        return 1
+    return process.run(lambda: dispatch(argv))
 
 
 def main() -> None:
-    exit_now(run_command())
+    process.main(lambda: dispatch(sys.argv[1:]))

@@ -1,14 +1,13 @@
 """``foodpipe demo``: the whole path on embedded defaults, from nothing to a prediction.
 
 Starts the embedded S3 server (unless ``AWS_ENDPOINT_URL`` points at one), makes a Food-101-layout
-sample with the seed's ten classes, uploads it, runs the Beam job S3 -> S3, logs an exploratory
+sample with the ten classes of classes/seed10.txt, uploads it, runs the Beam job S3 -> S3, logs an exploratory
 report of the dataset to MLflow, trains the from-scratch model reading ``s3://``, evaluates it on
 the test split, selects the best run and predicts one image. MLflow runs go to a local store under
 ``WORKDIR/mlruns``, which is kept between demos; everything else in ``WORKDIR`` is made anew.
 """
 
 import contextlib
-import json
 import os
 import shutil
 import subprocess
@@ -61,7 +60,7 @@ def log_dataset_report(dataset_uri: str, metadata: dict, tracking_uri: str) -> d
     return summary
 
 
-def run(args) -> int:
+def run(args) -> dict:
     from beam_pipelines import preprocess
     from trainer import evaluate, train, tracking
     from trainer.config import TrainConfig
@@ -94,7 +93,7 @@ def run(args) -> int:
              f"from {dataset_uri}")
         config = TrainConfig(data=dataset_uri, model="resnet", image_size=args.image_size, epochs=args.epochs,
                              batch_size=32, num_blocks=3, mlflow_uri=tracking_uri, experiment=EXPERIMENT)
-        trained = train.train_and_evaluate(config)
+        trained = train.train_and_evaluate(config, progress=not args.quiet)
         step(f"evaluating {trained['model_uri']} on the test split")
         scores = evaluate.evaluate(trained["model_uri"], dataset_uri, schema.TEST, tracking_uri=tracking_uri)
         step(f"test accuracy {scores['accuracy']:.3f} on {scores['count']} images")
@@ -113,5 +112,4 @@ def run(args) -> int:
                "splits": {name: info["count"] for name, info in metadata["splits"].items()},
                "run_id": trained["run_id"], "test_accuracy": scores["accuracy"], "selected_run_id": best["run_id"],
                "prediction": {"image": image, **prediction}, "mlflow_ui": ui}
-    print(json.dumps(summary), flush=True)
-    return 0
+    return summary

@@ -1,8 +1,78 @@
-"""How a foodpipe command process ends."""
+"""How every foodpipe command behaves as a process, whichever entry point starts it (``foodpipe``,
+``python -m beam_pipelines.preprocess``): argument parsing, the result line, errors, exit codes.
 
+Exit codes: 0 done; 1 a bug (an unexpected exception: its traceback, redacted); 2 a usage error or
+bad input found before any work (one line); 3 the work started and failed (one line); 130
+interrupted. Every error line starts with ``foodpipe: error:`` and is redacted.
+"""
+
+import argparse
+import json
 import logging
 import os
 import sys
+import traceback
+
+from foodpipe import logs
+from foodpipe.errors import FoodpipeError
+
+EXIT_BUG, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+PREFIX = "foodpipe: error:"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows each flag's default (when it has one worth showing) and keeps descriptions as written."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse with foodpipe's conventions: defaults in ``--help``, and a usage error is one line
+    with foodpipe's prefix (exit code 2)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{PREFIX} {message} (see '{self.prog} --help')\n")
+
+
+def add_output_flags(parser: argparse.ArgumentParser, result: bool = True) -> None:
+    """``--quiet``, ``--verbose`` and (for a command with a result) ``--json FILE``."""
+    if result:
+        parser.add_argument("--json", metavar="FILE", help="also write the result (the last stdout line) to FILE")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show every library's messages too (TensorFlow, Beam, MLflow), unfiltered")
+
+
+def emit_result(result, json_file: str | None = None) -> None:
+    """The command's result: one JSON line, the last line of stdout; with ``json_file`` also there."""
+    print(json.dumps(result), flush=True)
+    if json_file:
+        with open(json_file, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+def run(function) -> int:
+    """Call ``function()`` (which returns an exit code) and turn whatever it raises into one."""
+    try:
+        return function()
+    except SystemExit as exc:  # argparse: --help, --version (0) and usage errors (2)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
+    except FoodpipeError as exc:
+        print(f"{PREFIX} {logs.redact(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("foodpipe: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception:  # a bug: the traceback, then exit 1 deliberately (see exit_now)
+        print(logs.redact(traceback.format_exc()), file=sys.stderr, end="")
+        return EXIT_BUG
 
 
 def exit_now(code: int) -> None:
@@ -17,4 +87,13 @@ def exit_now(code: int) -> None:
             stream.flush()
         except (OSError, ValueError):
             pass
+    logs.stop_filtering_stderr()
     os._exit(code)
+
+
+def main(function) -> None:
+    """The whole process: ``function()`` under ``run``, then ``exit_now`` with its code. Unless the
+    command line says ``--verbose``, library noise on descriptor 2 is filtered (``logs.filter_stderr``)."""
+    if "--verbose" not in sys.argv[1:]:
+        logs.filter_stderr()
+    exit_now(run(function))

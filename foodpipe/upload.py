@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from tqdm import tqdm
 
 from foodpipe import s3, storage, uri
-from foodpipe.errors import FoodpipeError
+from foodpipe.errors import FoodpipeError, RunFailed
 
 DEFAULT_WORKERS = 16
 # Upload only what the dataset layout needs from an archive or folder.
@@ -97,8 +97,8 @@ def upload(src: str, dest: str, settings: s3.S3Settings, workers: int = DEFAULT_
         raise
     except (tarfile.TarError, EOFError) as exc:
         raise FoodpipeError(f"cannot read archive {src}: {exc}") from None
-    except Exception as exc:
-        raise storage.describe(exc, dest, f"uploading to {dest}", settings) from None
+    except Exception as exc:  # the work started: what is there is kept, a rerun skips it
+        raise RunFailed(str(storage.describe(exc, dest, f"uploading to {dest}", settings))) from None
     if stats["uploaded"] + stats["skipped"] == 0:
         raise FoodpipeError(f"nothing to upload: {src} has no files under images/ or meta/")
     return stats

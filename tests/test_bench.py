@@ -24,7 +24,8 @@ def test_bench_preprocess_reports_every_figure(raw_dataset, tmp_path):
 
 def test_bench_needs_an_input():
     result = foodpipe("bench", "preprocess")
-    assert result.returncode != 0 and "needs --input" in result.stderr
+    assert result.returncode == 2 and "the following arguments are required: --input" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("foodpipe: error:")
 
 
 INPUT_KEYS = ("decode_only_img_per_s", "train_pipeline_img_per_s", "eval_pipeline_img_per_s",

@@ -1,6 +1,15 @@
-"""The command line's last line of defence: an unexpected error still exits with a real code."""
+"""The command line's conventions (help, defaults, result lines, usage errors, exit codes) and its
+last line of defence: an unexpected error still exits with a real code."""
 
-from foodpipe import cli
+import argparse
+import json
+import subprocess
+import sys
+
+import pytest
+
+from foodpipe import __version__, cli
+from tests.conftest import REPO, foodpipe
 
 
 def test_an_unexpected_error_prints_a_redacted_traceback_and_returns_1(monkeypatch, capsys):
@@ -14,3 +23,97 @@ def test_an_unexpected_error_prints_a_redacted_traceback_and_returns_1(monkeypat
     err = capsys.readouterr().err
     assert err.startswith("Traceback") and "RuntimeError: boom near ***" in err
     assert "canary-secret-4711" not in err and "hunter22" not in err
+
+
+def subcommand_parsers(parser, prefix: str = "") -> dict:
+    """``{name: parser}`` of every (sub)command, nested ones (``bench input``) included."""
+    found = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[prefix + name] = sub
+                found.update(subcommand_parsers(sub, f"{prefix}{name} "))
+    return found
+
+
+def every_parser():
+    from beam_pipelines import preprocess
+
+    parsers = subcommand_parsers(cli.build_parser())
+    parsers["preprocess"] = preprocess.build_parser()  # the top-level entry is a pass-through
+    return parsers
+
+
+def test_every_flag_has_help_and_shows_its_default():
+    parsers = every_parser()
+    assert {"synth", "upload", "train", "evaluate", "select", "predict", "demo", "bench input", "bench train",
+            "bench preprocess", "preprocess", "s3-server"} <= set(parsers)
+    for name, parser in parsers.items():
+        if name == "bench":
+            continue  # only chooses the benchmark
+        text = parser.format_help()
+        for action in parser._actions:
+            if not action.option_strings or action.dest in ("help", "version"):
+                continue
+            assert action.help, f"{name} {action.option_strings[0]} has no help"
+            if action.default not in (None, False, argparse.SUPPRESS):
+                shown = "(default: " in parser._get_formatter()._get_help_string(action) or \
+                        "default" in action.help
+                assert shown, f"{name} {action.option_strings[0]} does not show its default"
+        assert "``" not in text, f"{name}'s help shows raw reStructuredText"
+    train = parsers["train"].format_help()
+    for choices in ("{resnet,nasnet}", "{adam,sgd}", "{auto,default,mirrored,multiworker}"):
+        assert choices in train
+    assert "{train,val,test}" in parsers["evaluate"].format_help()
+
+
+def test_commands_with_a_result_take_json_quiet_verbose_and_their_servers_flags():
+    parsers = every_parser()
+    flags = {name: {flag for action in parser._actions for flag in action.option_strings}
+             for name, parser in parsers.items()}
+    for name in ("synth", "upload", "preprocess", "train", "evaluate", "select", "predict", "demo",
+                 "bench input", "bench train", "bench preprocess"):
+        assert {"--json", "--quiet", "--verbose"} <= flags[name], name
+    for name in ("upload", "preprocess", "train", "evaluate", "predict", "bench input", "bench train",
+                 "bench preprocess"):
+        assert "--s3-endpoint" in flags[name], name
+    for name in ("train", "evaluate", "select", "predict"):
+        assert "--mlflow-uri" in flags[name], name
+    assert {"--mixed-precision", "--no-mixed-precision", "--jit-compile", "--no-jit-compile"} <= flags["bench train"]
+
+
+def test_version():
+    result = foodpipe("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"foodpipe {__version__}"
+
+
+def test_usage_errors_are_one_line_with_the_prefix_and_exit_2():
+    for argv, message in [(["synth", "out"], "the following arguments are required: --classes"),
+                          (["evaluate", "--model", "m", "--data", "d", "--split", "dev"], "invalid choice: 'dev'"),
+                          (["no-such-command"], "invalid choice: 'no-such-command'")]:
+        result = foodpipe(*argv)
+        last = result.stderr.strip().splitlines()[-1]
+        assert result.returncode == 2 and last.startswith("foodpipe: error:") and message in last, result.stderr
+
+
+@pytest.mark.parametrize("entry", [["-m", "foodpipe", "preprocess"], ["-m", "beam_pipelines.preprocess"]])
+def test_a_mistyped_preprocess_flag_is_an_error_before_any_work(entry, raw_dataset, tmp_path):
+    output = tmp_path / "out"
+    classes = tmp_path / "classes.txt"
+    classes.write_text("x\n")
+    result = subprocess.run([sys.executable, *entry, "--input", raw_dataset, "--output", str(output),
+                             "--classes_file", str(classes)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "foodpipe: error: unknown flag --classes_file (did you mean --classes-file?)")
+    assert not output.exists()
+
+
+def test_synth_prints_its_result_as_the_last_line_and_to_the_json_file(tmp_path):
+    report = tmp_path / "synth.json"
+    result = foodpipe("synth", str(tmp_path / "raw"), "--classes", "2", "--per-class", "3", "--quiet",
+                      "--json", str(report))
+    assert result.returncode == 0, result.stderr
+    line = json.loads(result.stdout.strip().splitlines()[-1])
+    assert line == json.loads(report.read_text()) and line["images"] == 6 and line["classes"] == 2
+    assert "synth:" not in result.stderr  # --quiet: no progress bar

@@ -56,7 +56,7 @@ def test_upload_cut_off_by_an_outage_completes_on_rerun_without_duplicates(s3_en
     proc = start(["upload", str(tmp_path / "src"), "s3://faults/up", "--create-bucket", "--quiet",
                   "--workers", "4"], env)
     _, stderr = proc.communicate(timeout=300)
-    assert proxy.cut.is_set() and proc.returncode == 2, stderr[-2000:]
+    assert proxy.cut.is_set() and proc.returncode == 3, stderr[-2000:]  # failed during the work
     assert stderr.strip().splitlines()[-1].startswith("foodpipe: error: cannot reach the S3 endpoint")
     assert len(objects(s3_client, "faults", "up/")) < len(expected)
 
@@ -76,9 +76,9 @@ def test_preprocess_cut_off_by_outages_fails_clearly_and_a_rerun_is_complete(raw
     args = ["preprocess", "--input", raw_on_s3, "--output", "s3://datasets/cut", "--shard-size-mb", "0.2"]
     for next_cut in [rb"PUT /datasets/cut/\.staging-\w+/summary\.json", None]:
         failed = foodpipe(*args, env=env, timeout=300)
-        assert proxy.cut.is_set() and failed.returncode == 2, failed.stderr[-2000:]
+        assert proxy.cut.is_set() and failed.returncode == 3, failed.stderr[-2000:]
         last = failed.stderr.strip().splitlines()[-1]
-        assert last.startswith("foodpipe preprocess: error: cannot reach the S3 endpoint") and "running the job" in last
+        assert last.startswith("foodpipe: error: cannot reach the S3 endpoint") and "running the job" in last
         assert "cut/metadata.json" not in objects(s3_client, "datasets", "cut/")  # never looks complete
         if next_cut:
             proxy.cut_on(next_cut)

@@ -129,7 +129,7 @@ def test_select_register_sets_the_alias_that_names_the_model_everywhere(logged, 
     assert registered["alias_uri"] == "models:/food-served@production" and registered["version"] == 1
     image = tmp_path / "photo.jpg"
     image.write_bytes(jpegs[1])
-    predicted = foodpipe("predict", "--model", "models:/food-served@production", "--json", str(image), env=env)
+    predicted = foodpipe("predict", "--model", "models:/food-served@production", str(image), env=env)
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     expected = expected_rows(serving_model, [jpegs[1]])
     assert last_json(predicted.stdout)[0]["predictions"][0]["class"] == expected[0]["class"]

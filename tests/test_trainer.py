@@ -153,10 +153,11 @@ def test_evaluate_select_register_and_predict_end_to_end(trained, dataset, mlflo
     classes = metadata["classes"]
     accepted = datasets.read_manifest(dataset)  # images the job accepted (raw_dataset has broken ones too)
     images = [next(row["uri"] for row in accepted if row["class_name"] == name) for name in classes[:2]]
-    predicted = foodpipe("predict", "--model", "models:/food-smoke@champion", "--top-k", "2", "--json", *images,
-                         env=env)
+    predicted = foodpipe("predict", "--model", "models:/food-smoke@champion", "--top-k", "2",
+                         "--json", str(tmp_path / "predicted.json"), *images, env=env)
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     rows = last_json(predicted.stdout)
+    assert json.loads((tmp_path / "predicted.json").read_text()) == rows
     assert [row["image"] for row in rows] == images
     for row in rows:
         probabilities = [p["probability"] for p in row["predictions"]]

@@ -12,7 +12,7 @@ import math
 import tensorflow as tf
 
 from foodpipe import datasets, schema, uri
-from foodpipe.errors import FoodpipeError
+from foodpipe.errors import FoodpipeError, RunFailed
 from tfdata import augment, filesystem
 from tfdata.config import InputConfig
 
@@ -200,11 +200,11 @@ def find_corrupt_shards(paths: list[str]) -> list[tuple[str, str]]:
     return bad
 
 
-def explain_data_loss(data_uri: str, split: str, metadata: dict) -> FoodpipeError:
+def explain_data_loss(data_uri: str, split: str, metadata: dict) -> RunFailed:
     """After a ``DataLossError`` (which names no file): find and name the bad shard(s)."""
     bad = find_corrupt_shards(shard_paths(data_uri, metadata, split))
     if not bad:
-        return FoodpipeError(f"corrupt data in split {split!r} of {data_uri}")
+        return RunFailed(f"corrupt data in split {split!r} of {data_uri}")
     names = "; ".join(f"{path}: {reason}" for path, reason in bad)
-    return FoodpipeError(f"corrupt TFRecord shard(s) (rerun with skip_corrupt to skip them): {names}")
+    return RunFailed(f"corrupt TFRecord shard(s) (rerun with skip_corrupt to skip them): {names}")
 

@@ -10,6 +10,8 @@ matrix across replicas; accuracy is read from the matrix (``metrics.accuracy``),
 reads it, and the kept epoch's val matrix is the run's confusion-matrix plot, with no second pass.
 """
 
+import os
+import sys
 import time
 
 import keras
@@ -20,6 +22,36 @@ from trainer import metrics
 
 SUM = tf.distribute.ReduceOp.SUM
 CONFUSION = "confusion_matrix"
+
+
+class StepProgress:
+    """Progress within an epoch: step, images/s and ETA. On a terminal a line redrawn in place after
+    every step; otherwise (a log, a pipe) a line every ``FOODPIPE_PROGRESS_SECONDS`` seconds
+    (default 10), as Keras' progress bar does."""
+
+    def __init__(self, epoch: int, epochs: int, steps: int, batch_size: int, stream=None):
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.interval = float(os.environ.get("FOODPIPE_PROGRESS_SECONDS", "10"))
+        self.prefix, self.steps, self.batch_size = f"Epoch {epoch}/{epochs}", steps, batch_size
+        self.started = self.shown = time.perf_counter()
+
+    def update(self, step: int) -> None:
+        now = time.perf_counter()
+        if not self.tty and now - self.shown < self.interval:
+            return
+        self.shown = now
+        elapsed = max(now - self.started, 1e-9)
+        eta = round(elapsed / step * (self.steps - step))
+        line = (f"{self.prefix} - step {step}/{self.steps} - {step * self.batch_size / elapsed:.1f} img/s - "
+                f"ETA {eta // 60}:{eta % 60:02d}")
+        self.stream.write(f"\r{line}\033[K" if self.tty else f"{line}\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:  # the epoch's own line replaces the bar
+            self.stream.write("\r\033[K")
+            self.stream.flush()
 
 
 class DistributedLoop:
@@ -114,7 +146,7 @@ class DistributedLoop:
         return self._metrics(totals, "val_")
 
     def fit(self, train_data, epochs: int, steps_per_epoch: int, initial_epoch: int = 0, validation_data=None,
-            validation_steps: int | None = None, callbacks=()) -> dict:
+            validation_steps: int | None = None, callbacks=(), progress: bool = True) -> dict:
         """Train from ``initial_epoch`` to ``epochs``; returns the last epoch's logs. The callbacks'
         logs hold ``loss``, ``accuracy``, ``confusion_matrix`` and the same with ``val_``."""
         callback_list = keras.callbacks.CallbackList(list(callbacks), model=self.model)
@@ -125,8 +157,13 @@ class DistributedLoop:
             callback_list.on_epoch_begin(epoch)
             started = time.perf_counter()
             totals = self._zeros()
-            for _ in range(steps_per_epoch):
+            bar = StepProgress(epoch + 1, epochs, steps_per_epoch, self.global_batch_size) if progress else None
+            for step in range(steps_per_epoch):
                 totals = [a + b for a, b in zip(totals, self.train_step(iterator))]
+                if bar:
+                    bar.update(step + 1)
+            if bar:
+                bar.close()
             logs = self._metrics(totals)
             if self.strategy.num_replicas_in_sync > 1 and self.model.non_trainable_variables:
                 self._average_state()

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 import models
 from foodpipe import datasets, schema, storage
-from foodpipe.errors import FoodpipeError
+from foodpipe.errors import FoodpipeError, RunFailed
 from tfdata import pipeline
 from tfdata.config import InputConfig
 from trainer import report, serving, strategy as strategies, tracking
@@ -141,13 +141,13 @@ def run_tags(strategy: tf.distribute.Strategy) -> dict:
     }
 
 
-def explain_input_error(config: TrainConfig, metadata: dict) -> FoodpipeError:
+def explain_input_error(config: TrainConfig, metadata: dict) -> RunFailed:
     """After a ``DataLossError`` while training: name the corrupt shard(s) of either split."""
     for split in (schema.TRAIN, schema.VAL):
         error = pipeline.explain_data_loss(config.data, split, metadata)
         if "corrupt TFRecord" in str(error):
             return error
-    return FoodpipeError(f"corrupt data in {config.data}")
+    return RunFailed(f"corrupt data in {config.data}")
 
 
 def distributed_datasets(strategy, config: TrainConfig, inputs: InputConfig, metadata: dict, multi_worker: bool,
@@ -246,7 +246,8 @@ def resume(checkpoint: ResumableCheckpoint | None, model: keras.Model) -> tuple[
     return state["epoch"], state["extra"].get("history", {}), state["extra"].get("run_id")
 
 
-def fit(config: TrainConfig, strategy, model: keras.Model, metadata: dict, initial_epoch: int, callbacks) -> dict:
+def fit(config: TrainConfig, strategy, model: keras.Model, metadata: dict, initial_epoch: int, callbacks,
+        progress: bool = True) -> dict:
     """Train from ``initial_epoch``; returns the last epoch's logs (with val's confusion matrix,
     evaluated here if no epoch was left to run)."""
     counts = {split: metadata["splits"][split]["count"] for split in (schema.TRAIN, schema.VAL)}
@@ -257,11 +258,13 @@ def fit(config: TrainConfig, strategy, model: keras.Model, metadata: dict, initi
                                                 steps_done=initial_epoch * steps_per_epoch)
     loop = DistributedLoop(model, strategy, config.batch_size, config.jit_compile)
     logs = loop.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-                    validation_data=val_data, validation_steps=validation_steps, callbacks=callbacks)
+                    validation_data=val_data, validation_steps=validation_steps, callbacks=callbacks,
+                    progress=progress)
     return logs or loop.evaluate(val_data, validation_steps)
 
 
-def train_and_evaluate(config: TrainConfig, writer=None) -> dict:
+def train_and_evaluate(config: TrainConfig, writer=None, progress: bool = True) -> dict:
+    """Train, log and export as ``config`` says; ``progress``: per-step progress (see ``loop.StepProgress``)."""
     strategy = start_compute(config)
     chief = strategies.is_chief()
     metadata, metadata_sha256 = read_dataset(config)
@@ -288,7 +291,7 @@ def train_and_evaluate(config: TrainConfig, writer=None) -> dict:
         checkpoint.extra = {"run_id": run_id, "history": history}
         callbacks.append(checkpoint)
     try:
-        last_logs = fit(config, strategy, model, metadata, initial_epoch, callbacks)
+        last_logs = fit(config, strategy, model, metadata, initial_epoch, callbacks, progress)
         kept_epoch, kept_logs = keep_epoch(config, best, last_logs, writer)
     except tf.errors.DataLossError:
         writer.finish("FAILED")
