@@ -18,8 +18,9 @@ test: install
 test-fast: install
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
+# make demo ARGS="--epochs 3 --per-class 60": the demo's own flags (foodpipe demo --help).
 demo: install
-	$(BIN)/foodpipe demo
+	$(BIN)/foodpipe demo $(ARGS)
 
 # Re-resolve the pins after editing pyproject.toml (writes constraints.txt from a clean venv).
 constraints:

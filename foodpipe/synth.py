@@ -44,7 +44,7 @@ class SynthConfig:
 
 
 def class_names(count: int) -> list[str]:
-    """The seed's ten classes first, then the rest of Food-101 in order."""
+    """The ten classes of classes/seed10.txt first, then the rest of Food-101 in order."""
     seed = class_lists.builtin("seed10")
     rest = [name for name in class_lists.builtin("food101") if name not in seed]
     return (seed + rest)[:count]
