@@ -8,6 +8,11 @@ data, in images per second after warm-up.
   augments it with albumentations and scales it with numpy, consumed batch by batch as ``fit`` does.
 - ``s3_vs_local``: the train pipeline on ``s3://`` against the same shards copied to local disk.
 - ``scale_numba_vs_numpy``: the Numba scaling kernel against the numpy expression on one batch.
+- ``..._per_core``: the rates divided by the machine's cores, to compare machines.
+
+``decode_only`` decodes every pixel at full resolution (no DCT scaling): the limit of a pipeline
+that decodes every pixel. The train and eval pipelines decode only their window, at the smallest
+DCT scale that keeps it at least the output size (``pipeline.decode_window``).
 """
 
 import io
@@ -173,5 +178,8 @@ def _run(data_uri: str, metadata: dict, config: InputConfig, images: int, seed_i
     result["train_vs_decode_only"] = result["train_pipeline_img_per_s"] / result["decode_only_img_per_s"]
     result["train_vs_seed_sequence"] = result["train_pipeline_img_per_s"] / result["seed_sequence_img_per_s"]
     result["scale_numba_vs_numpy"] = scale_ratio(config, metadata)
-    result.update(cores=os.cpu_count(), image_size=config.image_size, batch_size=config.batch_size)
+    cores = os.cpu_count() or 1
+    for name in ("decode_only", "train_pipeline", "eval_pipeline"):
+        result[f"{name}_img_per_s_per_core"] = result[f"{name}_img_per_s"] / cores
+    result.update(cores=cores, image_size=config.image_size, batch_size=config.batch_size)
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
