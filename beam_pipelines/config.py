@@ -21,6 +21,8 @@ class PreprocessConfig:
     seed: int = 0
     min_side: int = images.DEFAULT_MIN_SIDE
     max_pixels: int = images.DEFAULT_MAX_PIXELS
+    max_side: int | None = None
+    jpeg_quality: int = images.CONVERTED_JPEG_QUALITY
 
     def __post_init__(self):
         if self.shard_size_mb <= 0:
@@ -29,10 +31,18 @@ class PreprocessConfig:
             raise FoodpipeError(f"--min-side must be at least 1, got {self.min_side}")
         if self.max_pixels < self.min_side ** 2:
             raise FoodpipeError(f"--max-pixels must be at least --min-side squared, got {self.max_pixels}")
+        if self.max_side is not None and self.max_side < self.min_side:
+            raise FoodpipeError(f"--max-side must be at least --min-side ({self.min_side}), got {self.max_side}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise FoodpipeError(f"--jpeg-quality must be between 1 and 100, got {self.jpeg_quality}")
         if uri.is_inside(self.output, self.input):
             raise FoodpipeError(f"--output {self.output} lies inside --input {self.input}: choose another place")
         if uri.is_inside(self.input, self.output):
             raise FoodpipeError(f"--input {self.input} lies inside --output {self.output}: choose another place")
+
+    @property
+    def policy(self) -> images.StorePolicy:
+        return images.StorePolicy(self.min_side, self.max_pixels, self.max_side, self.jpeg_quality)
 
     @property
     def images_root(self) -> str:
@@ -53,6 +63,8 @@ class PreprocessConfig:
             seed=args.seed,
             min_side=args.min_side,
             max_pixels=args.max_pixels,
+            max_side=args.max_side,
+            jpeg_quality=args.jpeg_quality,
         )
 
     def as_params(self) -> dict:
@@ -70,4 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-side", type=int, default=images.DEFAULT_MIN_SIDE, help="reject images with a shorter side")
     parser.add_argument("--max-pixels", type=int, default=images.DEFAULT_MAX_PIXELS,
                         help="reject images declaring more pixels (decompression bombs)")
+    parser.add_argument("--max-side", type=int,
+                        help="store images with a longer side above N downscaled to N (default: as they are)")
+    parser.add_argument("--jpeg-quality", type=int, default=images.CONVERTED_JPEG_QUALITY,
+                        help="JPEG quality of every image the job re-encodes (converted or downscaled)")
     parser.add_argument("--s3-endpoint", help="S3 endpoint URL (default: $AWS_ENDPOINT_URL, else AWS)")

@@ -1,6 +1,7 @@
 """Checks made by the driver before any worker starts, so bad input fails fast with one line:
 missing input or bucket, unreachable endpoint, wrong credentials, unknown or empty classes."""
 
+import dataclasses
 import math
 
 from foodpipe import classes as class_lists
@@ -8,20 +9,27 @@ from foodpipe import s3, schema, storage, uri
 from foodpipe.errors import FoodpipeError
 
 
-def list_classes(input_uri: str, settings: s3.S3Settings) -> dict[str, int]:
-    """``{class: bytes of its files}`` for every class folder under ``INPUT/images/`` holding a file."""
+def list_input(input_uri: str, settings: s3.S3Settings) -> dict[str, int]:
+    """``{path: size}`` of every file under ``INPUT/images/`` (deeper ones too: the job rejects them
+    with a reason). Listed once, by the driver: the job's first step is the list itself."""
     storage.check_folder(input_uri, f"reading {input_uri}", settings)
-    root = uri.join(input_uri, "images")
     try:
-        files = storage.list_files(root, settings)
+        return storage.list_files(uri.join(input_uri, "images"), settings)
     except Exception as exc:
         raise storage.describe(exc, input_uri, f"listing {input_uri}", settings) from None
-    sizes: dict[str, int] = {}
+
+
+def class_totals(files: dict[str, int], input_uri: str) -> dict[str, list[int]]:
+    """``{class: [files, bytes]}`` for every class folder under ``INPUT/images/`` holding a file."""
+    root = uri.join(input_uri, "images")
+    found: dict[str, list[int]] = {}
     for path, size in files.items():
         class_name, _, filename = path[len(root):].lstrip("/").partition("/")
         if filename and class_name not in (".", ".."):  # such paths are rejected by the job
-            sizes[class_name] = sizes.get(class_name, 0) + size
-    return sizes
+            totals = found.setdefault(class_name, [0, 0])
+            totals[0] += 1
+            totals[1] += size
+    return found
 
 
 def read_classes_file(path: str) -> list[str]:
@@ -33,7 +41,7 @@ def read_classes_file(path: str) -> list[str]:
         raise FoodpipeError(f"cannot read classes file {path}: {type(exc).__name__}") from None
 
 
-def select_classes(available: dict[str, int], input_uri: str, classes_file: str | None) -> list[str]:
+def select_classes(available: dict, input_uri: str, classes_file: str | None) -> list[str]:
     """The classes the job keeps, sorted: labels are indices into this list."""
     if not available:
         raise FoodpipeError(f"no images found under {uri.join(input_uri, 'images')}/<class>/")
@@ -50,14 +58,23 @@ def select_classes(available: dict[str, int], input_uri: str, classes_file: str 
     return sorted(wanted)
 
 
-def plan(config, settings: s3.S3Settings) -> tuple[list[str], dict[str, int]]:
-    """The classes to keep and the shard count of each split, sized from the listed input bytes
-    times the split fractions (the Beam job and its single-process peer both start here)."""
-    class_bytes = list_classes(config.input, settings)
-    classes = select_classes(class_bytes, config.input, config.classes_file)
-    input_bytes = sum(class_bytes[name] for name in classes)
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    classes: list[str]  # the classes to keep, sorted
+    shard_counts: dict[str, int]  # shards per split
+    paths: list[str]  # every listed file, sorted: the job's input (files of other classes are skipped)
+
+
+def plan(config, settings: s3.S3Settings) -> Plan:
+    """The input files, the classes to keep and the shard count of each split, sized from the
+    listed input bytes times the split fractions (the Beam job and its single-process peer both
+    start here)."""
+    files = list_input(config.input, settings)
+    listed = class_totals(files, config.input)
+    classes = select_classes(listed, config.input, config.classes_file)
+    input_bytes = sum(listed[name][1] for name in classes)
     split_bytes = {name: int(input_bytes * fraction) for name, fraction in zip(schema.SPLITS, config.split)}
-    return classes, shard_counts(split_bytes, config.shard_size_bytes)
+    return Plan(classes, shard_counts(split_bytes, config.shard_size_bytes), sorted(files))
 
 
 def shard_counts(split_bytes: dict[str, int], shard_size_bytes: int) -> dict[str, int]:

@@ -9,6 +9,8 @@ per core.
 """
 
 import argparse
+import collections
+import contextlib
 import datetime
 import difflib
 import functools
@@ -16,8 +18,12 @@ import importlib
 import logging
 import os
 import re
+import shutil
 import sys
+import tempfile
+import threading
 import time
+from urllib.parse import urlparse
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -66,9 +72,49 @@ def resolve_runner_aliases(beam_args: list[str]) -> list[str]:
     return resolved
 
 
+PARTITIONS_PER_DASK_THREAD = 4
+
+
+def dask_partition_flags(options: PipelineOptions) -> list[str]:
+    """On the Dask runner, ``--dask_npartitions`` = 4 per thread of the cluster, unless given.
+
+    Beam's Dask runner makes one bag partition per 128 ``Create`` elements and runs each step once
+    per partition: below ~256 images every image would be validated by one worker, and the
+    partition count of a large input has nothing to do with the cluster. 4 partitions per thread
+    keep every worker busy and let the scheduler balance them.
+    """
+    given = options.get_all_options(drop_default=True)
+    if given.get("npartitions") or given.get("partition_size"):
+        return []
+    import distributed
+
+    address = given.get("address")
+    if not address:  # the runner starts a local cluster
+        return [f"--dask_npartitions={PARTITIONS_PER_DASK_THREAD * (os.cpu_count() or 1)}"]
+    with distributed.Client(address, timeout=given.get("timeout") or 30) as client:
+        threads = sum(client.nthreads().values())
+    return [f"--dask_npartitions={PARTITIONS_PER_DASK_THREAD * max(1, threads)}"]
+
+
 def pipeline_options(beam_args: list[str], settings: s3.S3Settings) -> PipelineOptions:
-    beam_args = resolve_runner_aliases(beam_args)
-    return PipelineOptions(beam_args + default_runner_flags(beam_args) + settings.beam_flags())
+    beam_args = resolve_runner_aliases(beam_args) + settings.beam_flags()
+    options = PipelineOptions(beam_args + default_runner_flags(beam_args))
+    if runner_name(options) == "DaskRunner":
+        options = PipelineOptions(beam_args + dask_partition_flags(options))
+    return options
+
+
+def runner_name(options: PipelineOptions) -> str:
+    return str(options.view_as(beam.options.pipeline_options.StandardOptions).runner).rsplit(".", 1)[-1]
+
+
+def workers_on_this_host(options: PipelineOptions) -> bool:
+    """Whether the job's workers run on this machine (the DirectRunner; a Dask cluster on loopback)."""
+    runner = runner_name(options)
+    if runner == "DirectRunner":
+        return True
+    address = options.get_all_options(drop_default=True).get("address") if runner == "DaskRunner" else None
+    return runner == "DaskRunner" and (not address or urlparse(address).hostname in ("127.0.0.1", "localhost"))
 
 
 def build_metadata(config, classes, summary: dict, runner: str, seconds: float) -> dict:
@@ -88,9 +134,11 @@ def build_metadata(config, classes, summary: dict, runner: str, seconds: float) 
         "classes": classes,
         "splits": splits,
         "stats": {"mean": mean, "std": std, "computed_on": schema.TRAIN, "pixels": sums.count},
-        "rejected": summary["rejected"],
+        "rejected": summary["rejected"]["count"],
+        "rejected_reasons": summary["rejected"]["reasons"],
         "images": sum(s["count"] for s in splits.values()),
         "image_sides": {"min": summary["manifest"]["min_side"], "max": summary["manifest"]["max_side"]},
+        "max_side": config.max_side,
         "source": config.input,
         "config": config.as_params(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -206,49 +254,143 @@ def parse(argv) -> tuple[job_config.PreprocessConfig, argparse.Namespace, list[s
     return job_config.PreprocessConfig.from_args(args), args, beam_args
 
 
-def run(argv=None) -> dict:
+def run(argv=None, progress: bool = True) -> dict:
     """Runs the job and commits its output; returns the dataset's metadata."""
     config, args, beam_args = parse(argv)
-    return execute(config, beam_args, args.s3_endpoint)
+    return execute(config, beam_args, args.s3_endpoint, progress=progress)
 
 
-def execute(config: job_config.PreprocessConfig, beam_args: list[str], s3_endpoint: str | None = None) -> dict:
+class Progress:
+    """Progress lines on the driver while the job validates images: ``done/total`` files and files
+    per second, every ``FOODPIPE_PROGRESS_SECONDS`` seconds (default 10), and at the end how the work
+    was shared among the worker processes. Each validating DoFn instance writes its count to a file
+    in a local folder (``InspectImageFn``), so this works for workers on this machine (the
+    DirectRunner, a Dask cluster on loopback)."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.folder = tempfile.mkdtemp(prefix="foodpipe-progress-")
+        self.interval = float(os.environ.get("FOODPIPE_PROGRESS_SECONDS", "10"))
+        self.started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._report_until_stopped, name="preprocess-progress", daemon=True)
+
+    def reports(self) -> list[tuple[str, int, float, float]]:
+        """``(process id, files, first, latest)`` of every DoFn instance that reported so far
+        (instances report as ``PID-INSTANCE`` files holding ``COUNT FIRST LATEST``)."""
+        found = []
+        for path in storage.list_files(self.folder):
+            try:
+                count, first, latest = storage.read(path).split()
+                found.append((os.path.basename(path).split("-")[0], int(count), float(first), float(latest)))
+            except (OSError, ValueError):  # replaced while read
+                pass
+        return found
+
+    def report(self, final: bool = False) -> None:
+        found = self.reports()
+        done = sum(count for _, count, _, _ in found)
+        line = f"preprocess: {done}/{self.total} images validated " \
+               f"({done / max(time.monotonic() - self.started, 1e-9):.0f} images/s)"
+        if final and found:  # how the work was shared, and its rate once the workers had started
+            per_process: dict[str, int] = collections.Counter()
+            for process_id, count, _, _ in found:
+                per_process[process_id] += count
+            span = max(latest for *_, latest in found) - min(first for _, _, first, _ in found)
+            shares = ", ".join(map(str, sorted(per_process.values(), reverse=True)))
+            line += (f" by {len(per_process)} worker processes ({shares}); {span:.1f} s from the first image to "
+                     f"the last: {done / max(span, 1e-9):.0f} images/s")
+        log.info("%s", line)
+
+    def _report_until_stopped(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.report()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join()
+        if exc_info[0] is None:
+            self.report(final=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def job_counters(result) -> dict[str, int]:
+    """The job's Beam counters (``foodpipe.preprocess`` namespace) by name; empty where the runner
+    does not report them."""
+    try:
+        found = result.metrics().query()["counters"]
+    except Exception:  # not every runner implements metrics
+        return {}
+    totals: dict[str, int] = {}
+    for counter in found:
+        if counter.key.metric.namespace == transforms.NAMESPACE:
+            value = counter.committed if counter.committed is not None else counter.attempted
+            totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + int(value or 0)
+    return totals
+
+
+def run_pipeline(options, config, planned: preflight.Plan, staging: str, settings: s3.S3Settings,
+                 progress: Progress | None) -> dict[str, int]:
+    """Run the job graph to its end; returns its counters."""
+    pipeline = beam.Pipeline(options=options)
+    transforms.build(pipeline, config, planned, staging, settings, progress.folder if progress else None)
+    with progress or contextlib.nullcontext():
+        result = pipeline.run()
+        result.wait_until_finish()
+    return job_counters(result)
+
+
+def execute(config: job_config.PreprocessConfig, beam_args: list[str], s3_endpoint: str | None = None,
+            progress: bool = True) -> dict:
     settings = s3.S3Settings.from_env(s3_endpoint)
     settings.apply_to_environment()
     options = pipeline_options(beam_args, settings)
-    runner = str(options.view_as(beam.options.pipeline_options.StandardOptions).runner).rsplit(".", 1)[-1]
+    runner = runner_name(options)
 
-    classes, counts = preflight.plan(config, settings)
+    planned = preflight.plan(config, settings)
     storage.check_folder(config.output, f"writing {config.output}", settings, must_exist=False)
     staging = output.new_staging_dir(config.output)
-    log.info("preprocess: %d classes from %s -> %s (runner %s)", len(classes), config.input, config.output, runner)
+    log.info("preprocess: %d classes, %d files from %s -> %s (runner %s)", len(planned.classes), len(planned.paths),
+             config.input, config.output, runner)
     started = time.monotonic()
     with output.exclusive(config.output, settings):
         try:
             try:
-                with beam.Pipeline(options=options) as pipeline:
-                    transforms.build(pipeline, config, classes, counts, staging, settings)
+                counters = run_pipeline(options, config, planned, staging, settings,
+                                        Progress(len(planned.paths)) if progress and workers_on_this_host(options)
+                                        else None)
             except FoodpipeError:
                 raise
             except Exception as exc:
                 raise RunFailed(describe_job_failure(exc, settings)) from None
             seconds = time.monotonic() - started
-            metadata = publish(config, classes, staging, runner, seconds, settings)
+            metadata = publish(config, planned.classes, staging, runner, seconds, settings)
         finally:
             remove_staging(staging, settings)
-
-    per_split = ", ".join(f"{name} {metadata['splits'][name]['count']}" for name in schema.SPLITS)
-    read = metadata["images"] + metadata["rejected"]
-    log.info(
-        "preprocess: read %d images, wrote %d (%s), rejected %d, in %.1f s (%.0f images/s) -> %s",
-        read, metadata["images"], per_split, metadata["rejected"], seconds, read / max(seconds, 1e-9), config.output,
-    )
+    log.info("preprocess: %s", summary_line(metadata, counters))
     return metadata
+
+
+def summary_line(metadata: dict, counters: dict[str, int]) -> str:
+    """What the job did, from its counters (where the runner reports them) and its metadata."""
+    read = counters.get("images_read", metadata["images"] + metadata["rejected"])
+    per_split = ", ".join(f"{name} {metadata['splits'][name]['count']}" for name in schema.SPLITS)
+    reasons = ", ".join(f"{kind} {n}" for kind, n in metadata["rejected_reasons"].items())
+    converted = f" ({counters['images_converted']} converted to JPEG)" if counters.get("images_converted") else ""
+    seconds = metadata["job"]["seconds"]
+    return (f"read {read} images, wrote {metadata['images']}{converted} ({per_split}), rejected "
+            f"{metadata['rejected']}{f' ({reasons})' if reasons else ''}, in {seconds:.1f} s "
+            f"({read / max(seconds, 1e-9):.0f} images/s) -> {metadata['config']['output']}")
 
 
 def result_line(metadata: dict) -> dict:
     """What the command prints as its JSON result line."""
     return {"output": metadata["config"]["output"], "images": metadata["images"], "rejected": metadata["rejected"],
+            "rejected_reasons": metadata["rejected_reasons"],
             "splits": {name: info["count"] for name, info in metadata["splits"].items()},
             "seconds": metadata["job"]["seconds"], "runner": metadata["job"]["runner"]}
 
@@ -256,7 +398,7 @@ def result_line(metadata: dict) -> dict:
 def main(argv=None) -> int:
     logs.setup(verbose="--verbose" in (argv or []))
     config, args, beam_args = parse(argv)
-    process.emit_result(result_line(execute(config, beam_args, args.s3_endpoint)), args.json)
+    process.emit_result(result_line(execute(config, beam_args, args.s3_endpoint, progress=not args.quiet)), args.json)
     return 0
 
 

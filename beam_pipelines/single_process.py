@@ -23,11 +23,12 @@ def run(argv=None) -> dict:
     config = job_config.PreprocessConfig.from_args(args)
     settings = s3.S3Settings.from_env(args.s3_endpoint)
     settings.apply_to_environment()
-    classes, counts = preflight.plan(config, settings)
+    planned = preflight.plan(config, settings)
+    classes, counts = planned.classes, planned.shard_counts
 
     images_root = config.images_root
-    inspect = transforms.InspectImageFn(images_root, classes, config.min_side, config.max_pixels, settings)
-    paths = transforms.list_images(images_root, settings)
+    inspect = transforms.InspectImageFn(images_root, classes, config.policy, settings)
+    paths = planned.paths
     by_class, rejected = collections.defaultdict(list), []
     for path in paths:
         found = inspect.inspect_file(path)
@@ -51,7 +52,7 @@ def run(argv=None) -> dict:
     for name, count in counts.items():
         for index in range(count):
             key = (name, index, count)
-            data, _ = transforms.encode_shard(shards[key], config.seed, config.min_side, config.max_pixels, settings)
+            data, _ = transforms.encode_shard(shards[key], config.seed, config.policy, settings)
             storage.write(f"{config.output}/{schema.shard_name(*key)}", data, settings)
     transforms.write_manifest([transforms.manifest_row(r) for r in records], f"{config.output}/{schema.MANIFEST_FILE}",
                               settings)

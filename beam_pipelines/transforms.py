@@ -2,9 +2,12 @@
 through the shuffles; image bytes are read where they are used, so a worker's memory is bounded
 by a bundle plus the one shard it is writing (about --shard-size-mb), not by the dataset."""
 
+import collections
 import dataclasses
 import io
 import json
+import os
+import time
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -15,6 +18,7 @@ from foodpipe import images, s3, schema, storage
 from foodpipe.tfrecord import TFRecordWriter
 
 NAMESPACE = "foodpipe.preprocess"
+PROGRESS_REPORT_S = 1.0  # how often a worker's DoFn instance updates its count
 SUMMARY_FILE = "summary.json"
 
 
@@ -54,21 +58,38 @@ class InspectImageFn(beam.DoFn):
     """Reads and validates one file; yields an ``ImageRecord`` for an accepted image and a
     ``Rejection`` with its reason for the rest. Never raises for bad data."""
 
-    def __init__(self, images_root: str, classes: list[str], min_side: int, max_pixels: int,
-                 settings: s3.S3Settings):
+    def __init__(self, images_root: str, classes: list[str], policy: images.StorePolicy,
+                 settings: s3.S3Settings, progress_dir: str | None = None):
         self.images_root = images_root
         self.settings = settings
+        self.progress_dir = progress_dir  # local folder where each instance reports its count
+        self._inspected, self._reported, self._first = 0, 0.0, None
         self.labels = {name: index for index, name in enumerate(classes)}
-        self.min_side = min_side
-        self.max_pixels = max_pixels
+        self.policy = policy
         self.read = Metrics.counter(NAMESPACE, "images_read")
         self.rejected = Metrics.counter(NAMESPACE, "images_rejected")
         self.converted = Metrics.counter(NAMESPACE, "images_converted")
 
     def process(self, path: str):
+        self._first = self._first or time.time()
         output = self.inspect_file(path)
+        self._inspected += 1
+        if self.progress_dir and time.monotonic() - self._reported >= PROGRESS_REPORT_S:
+            self.report_progress()
         if output is not None:
             yield output
+
+    def finish_bundle(self):
+        if self.progress_dir:
+            self.report_progress()
+
+    def report_progress(self) -> None:
+        """This instance's count of inspected files and the wall-clock times of its first and
+        latest, for the driver's progress lines: ``COUNT FIRST LATEST``."""
+        if self._first is not None:
+            line = f"{self._inspected} {self._first} {time.time()}"
+            storage.write(os.path.join(self.progress_dir, f"{os.getpid()}-{id(self)}"), line.encode())
+        self._reported = time.monotonic()
 
     def inspect_file(self, path: str):
         if any(part in (".", "..") for part in path.split("/")):
@@ -86,7 +107,7 @@ class InspectImageFn(beam.DoFn):
             return None  # a class the job was asked to leave out
         self.read.inc()
         data = storage.read(path, self.settings)
-        found = images.inspect(data, self.min_side, self.max_pixels)
+        found = images.inspect(data, self.policy)
         if found.reason:
             self.rejected.inc()
             return Rejection(path, found.reason)
@@ -105,41 +126,26 @@ def only(kind):
     return lambda element: [element] if isinstance(element, kind) else []
 
 
-def list_images(images_root: str, settings: s3.S3Settings) -> list[str]:
-    """Every file under ``ROOT/images/`` (deeper ones too: they are rejected with a reason)."""
-    return sorted(storage.list_files(images_root, settings))
-
-
-class ListImages(beam.PTransform):
-    """The files under ``ROOT/images/``, listed in one step through ``foodpipe.storage`` (on S3 with
-    bounded retries: Beam's S3 filesystem retries a listing for about ten minutes when the server
-    is gone)."""
-
-    def __init__(self, images_root: str, settings: s3.S3Settings):
-        super().__init__()
-        self.images_root, self.settings = images_root, settings
-
-    def expand(self, pipeline):
-        return (pipeline
-                | "Root" >> beam.Create([self.images_root])
-                | "List" >> beam.FlatMap(list_images, self.settings))
-
-
 class ReadAndValidate(beam.PTransform):
-    """Lists ``ROOT/images/<class>/<file>``; returns ``(accepted ImageRecords, Rejections)``."""
+    """The listed files of ``ROOT/images/`` -> ``(accepted ImageRecords, Rejections)``.
 
-    def __init__(self, images_root: str, classes: list[str], min_side: int, max_pixels: int,
-                 settings: s3.S3Settings):
+    The driver lists the input (``preflight.plan``) and the paths enter the pipeline as one element
+    each: ``Create`` spreads them over the workers (the DirectRunner reshuffles them; the Dask
+    runner makes one partition per 128 elements). Listing inside the pipeline from one root element
+    would keep every path in that element's partition on Dask, where ``Reshuffle`` does nothing:
+    one worker would validate every image.
+    """
+
+    def __init__(self, paths: list[str], images_root: str, classes: list[str], policy: images.StorePolicy,
+                 settings: s3.S3Settings, progress_dir: str | None = None):
         super().__init__()
-        self.images_root = images_root
-        self.settings = settings
-        self.inspect = InspectImageFn(images_root, classes, min_side, max_pixels, settings)
+        self.paths = paths
+        self.inspect = InspectImageFn(images_root, classes, policy, settings, progress_dir)
 
     def expand(self, pipeline):
         inspected = (
             pipeline
-            | "ListImages" >> ListImages(self.images_root, self.settings)
-            | "SpreadFiles" >> beam.Reshuffle()  # break fusion so every worker decodes
+            | "Paths" >> beam.Create(self.paths)
             | "Inspect" >> beam.ParDo(self.inspect)
         )
         return (inspected | "Accepted" >> beam.FlatMap(only(ImageRecord)),
@@ -171,14 +177,20 @@ class AssignSplits(beam.PTransform):
 
 
 class ComputeStats(beam.PTransform):
-    """Global per-channel pixel sums over the train split."""
+    """Global per-channel pixel sums over the train split (no element when it is empty).
+
+    A ``CombinePerKey`` on one key rather than ``CombineGlobally``: the latter's default for an
+    empty input is a side input, which Beam's Dask runner computes anew, with every step upstream,
+    each time it is read.
+    """
 
     def expand(self, records):
         return (
             records
             | "TrainOnly" >> beam.Filter(lambda r: r.split == schema.TRAIN)
-            | "Sums" >> beam.Map(lambda r: r.sums)
-            | "Combine" >> beam.CombineGlobally(ChannelStatsFn())
+            | "Sums" >> beam.Map(lambda r: (None, r.sums))
+            | "Combine" >> beam.CombinePerKey(ChannelStatsFn())
+            | "Total" >> beam.Map(lambda keyed: keyed[1])
         )
 
 
@@ -188,14 +200,14 @@ def key_by_shard(record: ImageRecord, counts: dict[str, int], seed: int):
     return (record.split, index, count), record
 
 
-def encode_shard(records, seed: int, min_side: int, max_pixels: int, settings: s3.S3Settings) -> tuple[bytes, int]:
+def encode_shard(records, seed: int, policy: images.StorePolicy, settings: s3.S3Settings) -> tuple[bytes, int]:
     """One shard's TFRecord bytes and record count: records in a seeded random order (so classes
     are mixed), each image read again and converted the same way as when it was validated."""
     ordered = sorted(records, key=lambda r: (split.stable_hash(seed, "order", r.image_id), r.image_id))
     buffer = io.BytesIO()  # at most about --shard-size-mb
     writer = TFRecordWriter(buffer)
     for record in ordered:
-        data = images.stored_bytes(storage.read(record.uri, settings), min_side, max_pixels)
+        data = images.stored_bytes(storage.read(record.uri, settings), policy)
         if len(data) != record.stored_size:
             raise RuntimeError(f"{record.uri} changed while the job was running")
         writer.write(schema.to_example(data, record.image_id, record.label, record.class_name, record.height,
@@ -206,15 +218,13 @@ def encode_shard(records, seed: int, min_side: int, max_pixels: int, settings: s
 class WriteShardFn(beam.DoFn):
     """Writes one shard (see ``encode_shard``) in one piece."""
 
-    def __init__(self, directory: str, seed: int, min_side: int, max_pixels: int, settings: s3.S3Settings):
-        self.directory, self.seed, self.settings = directory, seed, settings
-        self.min_side, self.max_pixels = min_side, max_pixels
+    def __init__(self, directory: str, seed: int, policy: images.StorePolicy, settings: s3.S3Settings):
+        self.directory, self.seed, self.settings, self.policy = directory, seed, settings, policy
         self.written = Metrics.counter(NAMESPACE, "images_written")
 
     def process(self, shard_and_records):
         (split_name, index, count), records = shard_and_records
-        data, written = encode_shard([r for r in records if r is not None], self.seed, self.min_side,
-                                     self.max_pixels, self.settings)
+        data, written = encode_shard([r for r in records if r is not None], self.seed, self.policy, self.settings)
         name = schema.shard_name(split_name, index, count)
         storage.write(f"{self.directory}/{name}", data, self.settings)
         self.written.inc(written)
@@ -228,11 +238,11 @@ class WriteShards(beam.PTransform):
     Dask runner feeds side inputs duplicated elements, and a constant is simpler on every runner.
     """
 
-    def __init__(self, directory: str, counts: dict[str, int], seed: int, min_side: int, max_pixels: int,
+    def __init__(self, directory: str, counts: dict[str, int], seed: int, policy: images.StorePolicy,
                  settings: s3.S3Settings):
         super().__init__()
         self.directory, self.counts, self.seed = directory, counts, seed
-        self.min_side, self.max_pixels, self.settings = min_side, max_pixels, settings
+        self.policy, self.settings = policy, settings
 
     def expand(self, records):
         keyed = records | "KeyByShard" >> beam.Map(key_by_shard, self.counts, self.seed)
@@ -244,7 +254,7 @@ class WriteShards(beam.PTransform):
             | "WithEmptyShards" >> beam.Flatten()
             | "GroupByShard" >> beam.GroupByKey()
             | "Write" >> beam.ParDo(
-                WriteShardFn(self.directory, self.seed, self.min_side, self.max_pixels, self.settings))
+                WriteShardFn(self.directory, self.seed, self.policy, self.settings))
         )
 
 
@@ -269,28 +279,48 @@ def write_manifest(rows: list[dict], path: str, settings: s3.S3Settings) -> dict
     return {"rows": len(rows), "min_side": min(sides, default=0), "max_side": max(sides, default=0)}
 
 
-def write_rejected(rejections: list[Rejection], path: str, settings: s3.S3Settings) -> int:
+def reason_kind(reason: str) -> str:
+    """A rejection reason without its particulars: ``too small: 20x20, ...`` -> ``too small``."""
+    return reason.split(":", 1)[0].split(" (", 1)[0]
+
+
+def write_rejected(rejections: list[Rejection], path: str, settings: s3.S3Settings) -> dict:
+    """Writes the rejections; returns ``{"count": n, "reasons": {kind: n}}``."""
     rows = sorted((dataclasses.asdict(r) for r in rejections), key=lambda row: row["uri"])
     lines = [json.dumps(row, sort_keys=True) + "\n" for row in rows]
     storage.write(path, "".join(lines).encode(), settings)
-    return len(lines)
+    kinds = collections.Counter(reason_kind(row["reason"]) for row in rows)
+    return {"count": len(lines), "reasons": dict(sorted(kinds.items()))}
 
 
-def write_summary(_, path, settings, shards, stats, class_counts, rejected, manifest):
-    """The facts the driver turns into ``metadata.json`` once the whole dataset is committed."""
+def write_dataset_files(group, directory: str, settings: s3.S3Settings) -> str:
+    """Manifest, rejections and ``summary.json`` (the facts the driver turns into ``metadata.json``)
+    from the tagged parts ``WriteDatasetFiles`` gathered; returns the summary's path."""
+    parts: dict[str, list] = collections.defaultdict(list)
+    for tag, value in group[1]:
+        parts[tag].append(value)
+    manifest = write_manifest(parts["manifest_row"], f"{directory}/{schema.MANIFEST_FILE}", settings)
+    rejected = write_rejected(parts["rejection"], f"{directory}/{schema.REJECTED_FILE}", settings)
     summary = {
-        "shards": sorted(shards, key=lambda s: s["name"]),
-        "pixel_sums": dataclasses.asdict(stats),
-        "class_counts": sorted([list(key) + [n] for key, n in class_counts]),
+        "shards": sorted(parts["shard"], key=lambda s: s["name"]),
+        "pixel_sums": dataclasses.asdict(sum(parts["stats"], images.ZERO_SUMS)),
+        "class_counts": sorted([list(key) + [n] for key, n in parts["class_count"]]),
         "rejected": rejected,
         "manifest": manifest,
     }
+    path = f"{directory}/{SUMMARY_FILE}"
     storage.write(path, json.dumps(summary).encode(), settings)
     return path
 
 
 class WriteDatasetFiles(beam.PTransform):
-    """Manifest, rejections and the job summary, next to the shards."""
+    """Manifest, rejections and the job summary, next to the shards, written by one step that gets
+    every small result as one group: each part tagged, flattened, grouped under one key.
+
+    No side inputs and no ``CombineGlobally``: Beam's Dask runner computes a side input anew, with
+    every step upstream, each time it is read; with the five side inputs this step had, every image
+    was validated five times over on Dask. A start element makes the group exist for an empty input.
+    """
 
     def __init__(self, directory: str, settings: s3.S3Settings):
         super().__init__()
@@ -298,45 +328,37 @@ class WriteDatasetFiles(beam.PTransform):
 
     def expand(self, pcolls):
         records, rejections, shards, stats = (pcolls[k] for k in ("records", "rejected", "shards", "stats"))
-        manifest = (
-            records
-            | "ManifestRow" >> beam.Map(manifest_row)
-            | "CollectRows" >> beam.combiners.ToList()
-            | "WriteManifest" >> beam.Map(write_manifest, f"{self.directory}/{schema.MANIFEST_FILE}", self.settings)
-        )
-        rejected = (
-            rejections
-            | "CollectRejected" >> beam.combiners.ToList()
-            | "WriteRejected" >> beam.Map(write_rejected, f"{self.directory}/{schema.REJECTED_FILE}", self.settings)
-        )
         class_counts = (
             records
             | "SplitClass" >> beam.Map(lambda r: ((r.split, r.class_name), 1))
             | "CountSplitClass" >> beam.CombinePerKey(sum)
         )
+        tagged = [
+            records | "ManifestRows" >> beam.Map(lambda r: ("manifest_row", manifest_row(r))),
+            rejections | "Rejections" >> beam.Map(lambda r: ("rejection", r)),
+            shards | "Shards" >> beam.Map(lambda s: ("shard", s)),
+            stats | "Stats" >> beam.Map(lambda s: ("stats", s)),
+            class_counts | "ClassCounts" >> beam.Map(lambda kv: ("class_count", kv)),
+            records.pipeline | "Start" >> beam.Create([("start", None)]),
+        ]
         return (
-            records.pipeline
-            | "SummaryTrigger" >> beam.Create([None])
-            | "WriteSummary" >> beam.Map(
-                write_summary,
-                f"{self.directory}/{SUMMARY_FILE}",
-                self.settings,
-                shards=beam.pvalue.AsList(shards),
-                stats=beam.pvalue.AsSingleton(stats),
-                class_counts=beam.pvalue.AsList(class_counts),
-                rejected=beam.pvalue.AsSingleton(rejected),
-                manifest=beam.pvalue.AsSingleton(manifest),
-            )
+            tagged
+            | "AllParts" >> beam.Flatten()
+            | "OneKey" >> beam.Map(lambda part: (None, part))
+            | "Gather" >> beam.GroupByKey()
+            | "Write" >> beam.Map(write_dataset_files, self.directory, self.settings)
         )
 
 
-def build(pipeline, config, classes: list[str], counts: dict[str, int], staging: str, settings: s3.S3Settings):
-    """The whole job graph, writing a complete dataset (plus ``summary.json``) under ``staging``."""
+def build(pipeline, config, planned, staging: str, settings: s3.S3Settings, progress_dir: str | None = None):
+    """The whole job graph for ``planned`` (``preflight.Plan``), writing a complete dataset (plus
+    ``summary.json``) under ``staging``; with ``progress_dir`` (a local folder, for runners on this
+    machine) the validation step reports its progress there."""
     accepted, rejected = pipeline | "ReadAndValidate" >> ReadAndValidate(
-        config.images_root, classes, config.min_side, config.max_pixels, settings)
+        planned.paths, config.images_root, planned.classes, config.policy, settings, progress_dir)
     records = accepted | "AssignSplits" >> AssignSplits(config.split, config.seed)
     stats = records | "ComputeStats" >> ComputeStats()
     shards = records | "WriteShards" >> WriteShards(
-        staging, counts, config.seed, config.min_side, config.max_pixels, settings)
+        staging, planned.shard_counts, config.seed, config.policy, settings)
     return {"records": records, "rejected": rejected, "shards": shards, "stats": stats} | (
         "WriteDatasetFiles" >> WriteDatasetFiles(staging, settings))

@@ -8,6 +8,7 @@
 """
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -58,10 +59,30 @@ def same_output(first: str, second: str) -> bool:
     return contents(first) == contents(second)
 
 
-def bench_preprocess(input_uri: str, extra: list[str]) -> dict:
+# The job's last progress line (beam_pipelines.preprocess.Progress), on runners whose workers share this host.
+SHARED = re.compile(r"by (\d+) worker processes \(([\d, ]+)\); ([\d.]+) s from the first image to the last")
+
+
+def work_figures(job_stderr: str, images: int, seconds: float) -> dict:
+    """Per-worker and steady-state figures from the job's last progress line: the rate from the
+    first image validated to the last, and the rest of the wall time (the fixed cost)."""
+    found = SHARED.findall(job_stderr)
+    if not found:
+        return {}
+    workers, counts, span = found[-1]
+    span = float(span)
+    return {"workers": int(workers), "worker_shares": [int(n) for n in counts.split(", ")],
+            "beam_steady_img_per_s": round(images / max(span, 1e-9), 1),
+            "beam_steady_img_per_s_per_worker": round(images / max(span, 1e-9) / int(workers), 1),
+            "beam_fixed_seconds": round(seconds - span, 2)}
+
+
+def bench_preprocess(input_uri: str, extra: list[str], runner_flags: list[str] = ()) -> dict:
+    """``extra``: flags for both (``--s3-endpoint``); ``runner_flags``: Beam flags for the job alone."""
     with tempfile.TemporaryDirectory(prefix="foodpipe-bench-") as tmp:
         beam_out, loop_out = os.path.join(tmp, "beam"), os.path.join(tmp, "loop")
-        job = [sys.executable, "-m", "beam_pipelines.preprocess", "--input", input_uri, "--output", beam_out, *extra]
+        job = [sys.executable, "-m", "beam_pipelines.preprocess", "--input", input_uri, "--output", beam_out, *extra,
+               *runner_flags]
         loop = [sys.executable, "-m", "beam_pipelines.single_process", "--input", input_uri, "--output", loop_out,
                 *extra]
         beam_run = measure(job)
@@ -71,6 +92,7 @@ def bench_preprocess(input_uri: str, extra: list[str]) -> dict:
         result = {
             "images": images,
             "cores": os.cpu_count(),
+            "runner": metadata["job"]["runner"],
             "beam_seconds": round(beam_run["seconds"], 2),
             "single_loop_seconds": round(loop_run["seconds"], 2),
             "beam_img_per_s": round(images / beam_run["seconds"], 1),
@@ -79,6 +101,7 @@ def bench_preprocess(input_uri: str, extra: list[str]) -> dict:
             "beam_peak_rss_mb": round(beam_run["peak_rss_mb"], 1),
             "single_loop_peak_rss_mb": round(loop_run["peak_rss_mb"], 1),
             "same_output": same_output(beam_out, loop_out),
+            **work_figures(beam_run["stderr"], images, beam_run["seconds"]),
         }
     return result
 

@@ -63,8 +63,11 @@ def cmd_upload(args) -> dict:
 def cmd_bench_preprocess(args) -> dict:
     from foodpipe import bench
 
+    runner = ([f"--runner={args.runner}"] if args.runner else []) + \
+        ([f"--dask_client_address={args.dask_client_address}"] if args.dask_client_address else []) + \
+        ([f"--direct_num_workers={args.direct_num_workers}"] if args.direct_num_workers else [])
     return bench.print_table(bench.bench_preprocess(args.input, ["--s3-endpoint", args.s3_endpoint]
-                                                    if args.s3_endpoint else []))
+                                                    if args.s3_endpoint else [], runner))
 
 
 def cmd_bench_input(args) -> dict:
@@ -155,6 +158,9 @@ def add_bench_commands(bench) -> None:
     p = add_command(benchmarks, "preprocess", cmd_bench_preprocess,
                     "the Beam job (default runner) against a single-process loop, time and peak memory")
     p.add_argument("--input", required=True, help="raw dataset in Food-101 layout (path or s3://)")
+    p.add_argument("--runner", help="the job's Beam runner (default: the DirectRunner, one worker per core)")
+    p.add_argument("--dask-client-address", help="with --runner DaskRunner: the scheduler, tcp://HOST:PORT")
+    p.add_argument("--direct-num-workers", type=int, help="DirectRunner worker processes (default: one per core)")
     s3_flag(p)
     p = add_command(benchmarks, "input", cmd_bench_input,
                     "input throughput: decode-only, train and eval pipelines, the seed's Sequence")

@@ -1,7 +1,8 @@
 """Validating one raw image and turning it into what the dataset stores. Pure functions on bytes.
 
 RGB JPEGs are stored byte for byte; anything else Pillow can decode (grayscale, CMYK, PNG, ...) is
-converted to an RGB JPEG. Declared dimensions are checked from the header before any pixel is
+converted to an RGB JPEG, and with a ``max_side`` a larger image is downscaled (its longer side to
+``max_side``) and re-encoded. Declared dimensions are checked from the header before any pixel is
 decoded, so a decompression bomb is rejected without allocating it.
 """
 
@@ -14,6 +15,19 @@ from PIL import Image
 DEFAULT_MIN_SIDE = 32
 DEFAULT_MAX_PIXELS = 40_000_000  # Food-101 images are at most 512 x 512
 CONVERTED_JPEG_QUALITY = 95
+
+
+@dataclasses.dataclass(frozen=True)
+class StorePolicy:
+    """What the dataset accepts and how it stores it."""
+
+    min_side: int = DEFAULT_MIN_SIDE  # reject images with a shorter side
+    max_pixels: int = DEFAULT_MAX_PIXELS  # reject images declaring more pixels (decompression bombs)
+    max_side: int | None = None  # store larger images downscaled to this longer side
+    jpeg_quality: int = CONVERTED_JPEG_QUALITY  # of every image the job re-encodes
+
+
+DEFAULT_POLICY = StorePolicy()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,13 +93,20 @@ def decode_rgb(image: Image.Image) -> Image.Image:
         raise Rejected(f"undecodable ({type(exc).__name__}: {exc})") from None
 
 
-def stored_bytes(data: bytes, min_side: int = DEFAULT_MIN_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
-    """The bytes the dataset stores for ``data``: itself if an RGB JPEG, else a converted RGB JPEG."""
-    image = open_checked(data, min_side, max_pixels)
-    if image.format == "JPEG" and image.mode == "RGB":
+def stored_bytes(data: bytes, policy: StorePolicy = DEFAULT_POLICY) -> bytes:
+    """The bytes the dataset stores for ``data``: itself if an RGB JPEG within ``max_side``, else an
+    RGB JPEG converted (and downscaled to ``max_side``, Lanczos) at ``jpeg_quality``."""
+    image = open_checked(data, policy.min_side, policy.max_pixels)
+    too_large = policy.max_side is not None and max(image.size) > policy.max_side
+    if image.format == "JPEG" and image.mode == "RGB" and not too_large:
         return data
+    if too_large:
+        scale = policy.max_side / max(image.size)
+        size = tuple(max(1, round(side * scale)) for side in image.size)
+        image.draft("RGB", size)  # a JPEG decodes at a DCT scale no smaller than ``size``: less to decode
+        image = decode_rgb(image).resize(size, Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
-    decode_rgb(image).save(buffer, format="JPEG", quality=CONVERTED_JPEG_QUALITY)
+    decode_rgb(image).save(buffer, format="JPEG", quality=policy.jpeg_quality)
     return buffer.getvalue()
 
 
@@ -101,10 +122,10 @@ def pixel_sums(image: Image.Image) -> PixelSums:
     return PixelSums(width * height, tuple(total), tuple(squares))
 
 
-def inspect(data: bytes, min_side: int = DEFAULT_MIN_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS) -> Inspection:
+def inspect(data: bytes, policy: StorePolicy = DEFAULT_POLICY) -> Inspection:
     """Validate one raw image and measure what will be stored (decoding the stored bytes)."""
     try:
-        stored = stored_bytes(data, min_side, max_pixels)
+        stored = stored_bytes(data, policy)
         image = decode_rgb(Image.open(io.BytesIO(stored)))
     except Rejected as exc:
         return Inspection(reason=str(exc))

@@ -18,8 +18,12 @@ def test_bench_preprocess_reports_every_figure(raw_dataset, tmp_path):
                 "single_loop_peak_rss_mb"):
         assert figures[key] > 0, key
         assert key in result.stdout
-    assert figures["images"] == 51 and figures["cores"] >= 1
+    assert figures["images"] == 51 and figures["cores"] >= 1 and figures["runner"] == "DirectRunner"
     assert figures["same_output"] is True  # the loop is a faithful peer: identical shards and manifest
+    # Read apart: the rate from the first image to the last, per worker, and the fixed cost.
+    assert figures["workers"] == len(figures["worker_shares"]) >= 1 and sum(figures["worker_shares"]) == 51
+    assert figures["beam_steady_img_per_s"] >= figures["beam_img_per_s"] > 0
+    assert 0 < figures["beam_fixed_seconds"] < figures["beam_seconds"]
 
 
 def test_bench_needs_an_input():
@@ -29,6 +33,7 @@ def test_bench_needs_an_input():
 
 
 INPUT_KEYS = ("decode_only_img_per_s", "train_pipeline_img_per_s", "eval_pipeline_img_per_s",
+              "decode_only_img_per_s_per_core", "train_pipeline_img_per_s_per_core",
               "seed_sequence_img_per_s", "train_vs_decode_only", "train_vs_seed_sequence", "s3_vs_local",
               "scale_numba_vs_numpy")
 

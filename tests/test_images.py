@@ -46,6 +46,19 @@ def test_other_modes_and_formats_become_rgb_jpeg(mode, fmt):
     assert found.stored_size == len(images.stored_bytes(data))
 
 
+@pytest.mark.parametrize("mode,fmt", [("RGB", "JPEG"), ("L", "JPEG"), ("RGB", "PNG")])
+def test_max_side_downscales_larger_images_only(mode, fmt):
+    data = jpeg(mode=mode, fmt=fmt)  # 120 x 90
+    policy = images.StorePolicy(max_side=60, jpeg_quality=80)
+    stored = Image.open(io.BytesIO(images.stored_bytes(data, policy)))
+    assert (stored.format, stored.mode, stored.size) == ("JPEG", "RGB", (60, 45))
+    found = images.inspect(data, policy)
+    assert (found.width, found.height, found.converted) == (60, 45, True)
+    assert found.sums.count == 60 * 45  # the statistics are the stored pixels'
+    kept = images.StorePolicy(max_side=120)
+    assert mode != "RGB" or fmt != "JPEG" or images.stored_bytes(data, kept) is data  # not larger: untouched
+
+
 @pytest.mark.parametrize("data,reason", [
     (b"", "empty file"),
     (b"hello, not an image" * 10, "not an image"),
@@ -69,8 +82,8 @@ def test_decompression_bomb_is_rejected_without_allocating_it():
 
 def test_max_pixels_is_configurable():
     data = jpeg(size=(200, 100))
-    assert images.inspect(data, max_pixels=19_999).reason.startswith("too many pixels")
-    assert images.inspect(data, max_pixels=20_000).reason is None
+    assert images.inspect(data, images.StorePolicy(max_pixels=19_999)).reason.startswith("too many pixels")
+    assert images.inspect(data, images.StorePolicy(max_pixels=20_000)).reason is None
 
 
 def test_pixel_sums_match_numpy():

@@ -17,10 +17,36 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def job(raw_dataset, tmp_path_factory):
-    output = str(tmp_path_factory.mktemp("dataset"))
-    metadata = preprocess.run(["--input", raw_dataset, "--output", output, "--shard-size-mb", "0.2", "--seed", "3"])
-    return output, metadata
+def run(raw_dataset, tmp_path_factory):
+    """The job run as a user runs it: ``(output, its result file, the process)``."""
+    output, result = str(tmp_path_factory.mktemp("dataset")), tmp_path_factory.mktemp("result") / "result.json"
+    done = foodpipe("preprocess", "--input", raw_dataset, "--output", output, "--shard-size-mb", "0.2", "--seed", "3",
+                    "--json", str(result))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return output, result, done
+
+
+@pytest.fixture(scope="module")
+def job(run):
+    output = run[0]
+    with open(os.path.join(output, schema.METADATA_FILE)) as f:
+        return output, json.load(f)
+
+
+def test_the_command_reports_progress_counters_and_its_result_line(run):
+    output, result, done = run
+    line = json.loads(done.stdout.strip().splitlines()[-1])
+    assert line == json.loads(result.read_text())
+    assert line["output"] == output and line["images"] == 48 and line["rejected"] == 3
+    assert line["splits"] == {"train": 36, "val": 9, "test": 3} and sum(line["rejected_reasons"].values()) == 3
+    said = done.stderr.splitlines()
+    assert "preprocess: 51/51 images validated" in "\n".join(said)  # the final progress line: every file
+    summary = next(text for text in said if text.startswith("preprocess: read "))
+    assert summary.startswith("preprocess: read 51 images, wrote 48") and "(train 36, val 9, test 3)" in summary
+    for kind, count in line["rejected_reasons"].items():
+        assert f"{kind} {count}" in summary
+    noise = ("apitools", "semi_persistent_directory", "Discarding unparseable", "Logging handler created")
+    assert not [text for text in said if any(n in text for n in noise)], said
 
 
 def test_metadata_describes_the_dataset(job):
@@ -28,13 +54,13 @@ def test_metadata_describes_the_dataset(job):
     assert metadata == json.load(open(os.path.join(output, schema.METADATA_FILE)))
     assert metadata["schema_version"] == 1
     assert metadata["classes"] == ["apple_pie", "bibimbap", "cannoli"]
-    assert metadata["rejected"] == 3
+    assert metadata["rejected"] == 3 and sum(metadata["rejected_reasons"].values()) == 3
     assert metadata["stats"]["computed_on"] == "train"
     assert metadata["image_sides"]["max"] == 512 and 222 <= metadata["image_sides"]["min"] < 512
     # 16 per class at 0.75/0.2/0.05 -> 12/3/1 per class, exactly.
     assert {name: info["count"] for name, info in metadata["splits"].items()} == {"train": 36, "val": 9, "test": 3}
-    for info, per_class in zip(metadata["splits"].values(), (12, 3, 1)):
-        assert set(info["class_counts"].values()) == {per_class}
+    for name, per_class in zip(schema.SPLITS, (12, 3, 1)):
+        assert set(metadata["splits"][name]["class_counts"].values()) == {per_class}
     listed = {s for info in metadata["splits"].values() for s in info["shards"]}
     on_disk = {name for name in os.listdir(output) if name.endswith(".tfrecord")}
     assert listed == on_disk and len(metadata["splits"]["train"]["shards"]) > 1
@@ -59,6 +85,19 @@ def test_every_image_is_stored_once_with_its_label(job, raw_dataset):
         original = Image.open(io.BytesIO(source))
         if (original.format, original.mode) == ("JPEG", "RGB"):
             assert example[schema.ENCODED] == source  # kept byte for byte
+
+
+def test_max_side_stores_downscaled_images_and_their_statistics(raw_dataset, tmp_path):
+    output = str(tmp_path / "small")
+    metadata = preprocess.run(["--input", raw_dataset, "--output", output, "--max-side", "160",
+                               "--jpeg-quality", "90"], progress=False)
+    assert metadata["max_side"] == 160 and metadata["config"]["jpeg_quality"] == 90
+    assert metadata["image_sides"]["max"] == 160 and metadata["images"] == 48
+    _, examples = read_local_dataset(output)
+    for example in examples:
+        image = Image.open(io.BytesIO(example[schema.ENCODED]))
+        assert max(image.size) == 160 and image.size == (example[schema.WIDTH], example[schema.HEIGHT])
+    test_stats_match_numpy_over_the_stored_train_images((output, metadata))
 
 
 def test_stats_match_numpy_over_the_stored_train_images(job):

@@ -56,8 +56,9 @@ def test_read_and_validate_accepts_and_rejects(tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     with pipeline() as p:
-        accepted, rejected = p | transforms.ReadAndValidate(str(tmp_path / "images"), ["pizza", "ramen"], 32, 10**7,
-                                                                  S3Settings())
+        paths = sorted(str(path) for path in (tmp_path / "images").glob("*/*"))
+        accepted, rejected = p | transforms.ReadAndValidate(paths, str(tmp_path / "images"), ["pizza", "ramen"],
+                                                            images.StorePolicy(), S3Settings())
         assert_that(accepted | beam.Map(lambda r: (r.image_id, r.label, r.converted)),
                     equal_to([("pizza/1", 0, False), ("ramen/3", 1, True)]), label="accepted")
         assert_that(rejected | beam.Map(lambda r: (os.path.basename(r.uri), r.reason)),
@@ -85,7 +86,7 @@ def test_write_shards_writes_every_shard_with_all_records(tmp_path):
     out = tmp_path / "out"
     with pipeline() as p:
         written = (p | beam.Create(records)
-                   | transforms.WriteShards(str(out), {"train": 4}, seed=0, min_side=1, max_pixels=10**7,
+                   | transforms.WriteShards(str(out), {"train": 4}, seed=0, policy=images.StorePolicy(min_side=1),
                                           settings=S3Settings())
                    | beam.Map(lambda s: s["name"]))
         assert_that(written, equal_to([schema.shard_name("train", i, 4) for i in range(4)]))
