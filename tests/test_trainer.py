@@ -33,6 +33,11 @@ def dataset(trainer_dataset):
     return trainer_dataset
 
 
+def epoch_lines(stdout: str) -> list[str]:
+    """The trainer's per-epoch lines (not its progress lines within an epoch)."""
+    return [line for line in stdout.splitlines() if line.startswith("Epoch ") and " - step " not in line]
+
+
 def last_json(stdout: str):
     return json.loads(stdout.strip().splitlines()[-1])
 
@@ -211,9 +216,11 @@ def test_mirrored_strategy_any_val_count_one_or_zero_images_for_a_replica(nine_v
     assert (min(9 % batch_size, batch_size // 2), max(0, 9 % batch_size - batch_size // 2)) == last_per_replica
     mlruns = str(tmp_path / "mlruns")
     result = train(nine_val_images, "--epochs", "1", "--batch-size", str(batch_size), "--cpu-replicas", "2",
-                   "--keep", "last", "--mlflow-uri", mlruns)
+                   "--keep", "last", "--mlflow-uri", mlruns, "--quiet",
+                   env={**os.environ, "FOODPIPE_PROGRESS_SECONDS": "0"})
+    assert " - step " not in result.stdout  # --quiet: no progress lines
     assert "MirroredStrategy with 2 replica(s)" in result.stdout
-    epoch_line = next(line for line in result.stdout.splitlines() if line.startswith("Epoch 1/1"))
+    epoch_line = epoch_lines(result.stdout)[0]
     distributed = {part.split(": ")[0]: float(part.split(": ")[1]) for part in epoch_line.split(" - ")[2:]}
     assert distributed["val_accuracy"] == pytest.approx(last_json(result.stdout)["val_accuracy"], abs=1e-4)
     evaluated = foodpipe("evaluate", "--model", last_json(result.stdout)["model_uri"], "--data", nine_val_images,
@@ -226,9 +233,15 @@ def test_mirrored_strategy_any_val_count_one_or_zero_images_for_a_replica(nine_v
 
 
 @pytest.mark.slow
-def test_mixed_precision_and_xla_switches(dataset, tmp_path):
-    result = train(dataset, "--epochs", "1", "--mixed-precision", "--jit-compile", "--mlflow-uri", str(tmp_path / "m"))
-    epoch_line = next(line for line in result.stdout.splitlines() if line.startswith("Epoch 1/1"))
+def test_mixed_precision_and_xla_switches_and_step_progress(dataset, tmp_path):
+    result = train(dataset, "--epochs", "1", "--mixed-precision", "--jit-compile", "--mlflow-uri", str(tmp_path / "m"),
+                   env={**os.environ, "FOODPIPE_PROGRESS_SECONDS": "0"})  # a progress line after every step
+    steps = math.ceil(datasets.load_metadata(dataset)["splits"]["train"]["count"] / 8)
+    progress = [line for line in result.stdout.splitlines() if line.startswith("Epoch 1/1 - step ")]
+    assert [line.split(" - ")[1] for line in progress] == [f"step {n}/{steps}" for n in range(1, steps + 1)]
+    assert all(line.split(" - ")[2].endswith(" img/s") and " - ETA " in line for line in progress)
+    assert "Local rendezvous" not in result.stderr  # TensorFlow's end-of-dataset notice is filtered
+    epoch_line = epoch_lines(result.stdout)[0]
     losses = [float(part.split(": ")[1]) for part in epoch_line.split(" - ") if part.startswith(("loss", "val_loss"))]
     assert len(losses) == 2 and all(np.isfinite(losses))
     run = client_for(f"sqlite:///{tmp_path}/m/mlflow.db").get_run(last_json(result.stdout)["run_id"])
