@@ -1,3 +1,4 @@
+import json
 import os
 import tarfile
 
@@ -24,6 +25,8 @@ def test_upload_is_resumable(raw_dataset, s3_env, s3_client):
     again = foodpipe("upload", raw_dataset, "s3://upl/a", "--quiet", env=s3_env)
     assert again.returncode == 0
     assert "uploaded 1 objects" in again.stdout and f"skipped {len(files) - 1}" in again.stdout
+    line = json.loads(again.stdout.strip().splitlines()[-1])  # the result line
+    assert (line["uploaded"], line["skipped"], line["dest"]) == (1, len(files) - 1, "s3://upl/a")
     assert keys(s3_client, "upl", "a/") == uploaded
 
 
