@@ -79,7 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default=DEFAULT_SPLIT, help="train,val,test fractions")
     parser.add_argument("--shard-size-mb", type=float, default=DEFAULT_SHARD_SIZE_MB, help="target shard size, in MiB")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and shuffle")
-    parser.add_argument("--min-side", type=int, default=images.DEFAULT_MIN_SIDE, help="reject images with a shorter side")
+    parser.add_argument("--min-side", type=int, default=images.DEFAULT_MIN_SIDE,
+                        help="reject images with a shorter side")
     parser.add_argument("--max-pixels", type=int, default=images.DEFAULT_MAX_PIXELS,
                         help="reject images declaring more pixels (decompression bombs)")
     parser.add_argument("--max-side", type=int,

@@ -9,7 +9,6 @@ per core.
 """
 
 import argparse
-import collections
 import contextlib
 import datetime
 import difflib
@@ -18,10 +17,7 @@ import importlib
 import logging
 import os
 import re
-import shutil
 import sys
-import tempfile
-import threading
 import time
 from urllib.parse import urlparse
 
@@ -30,6 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import config as job_config
 from beam_pipelines import output, preflight, transforms
+from beam_pipelines import progress as progress_lines
 from beam_pipelines.stats import mean_std
 from foodpipe import __version__, logs, process, s3, schema, storage
 from foodpipe.errors import FoodpipeError, RunFailed
@@ -260,64 +257,6 @@ def run(argv=None, progress: bool = True) -> dict:
     return execute(config, beam_args, args.s3_endpoint, progress=progress)
 
 
-class Progress:
-    """Progress lines on the driver while the job validates images: ``done/total`` files and files
-    per second, every ``FOODPIPE_PROGRESS_SECONDS`` seconds (default 10), and at the end how the work
-    was shared among the worker processes. Each validating DoFn instance writes its count to a file
-    in a local folder (``InspectImageFn``), so this works for workers on this machine (the
-    DirectRunner, a Dask cluster on loopback)."""
-
-    def __init__(self, total: int):
-        self.total = total
-        self.folder = tempfile.mkdtemp(prefix="foodpipe-progress-")
-        self.interval = float(os.environ.get("FOODPIPE_PROGRESS_SECONDS", "10"))
-        self.started = time.monotonic()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._report_until_stopped, name="preprocess-progress", daemon=True)
-
-    def reports(self) -> list[tuple[str, int, float, float]]:
-        """``(process id, files, first, latest)`` of every DoFn instance that reported so far
-        (instances report as ``PID-INSTANCE`` files holding ``COUNT FIRST LATEST``)."""
-        found = []
-        for path in storage.list_files(self.folder):
-            try:
-                count, first, latest = storage.read(path).split()
-                found.append((os.path.basename(path).split("-")[0], int(count), float(first), float(latest)))
-            except (OSError, ValueError):  # replaced while read
-                pass
-        return found
-
-    def report(self, final: bool = False) -> None:
-        found = self.reports()
-        done = sum(count for _, count, _, _ in found)
-        line = f"preprocess: {done}/{self.total} images validated " \
-               f"({done / max(time.monotonic() - self.started, 1e-9):.0f} images/s)"
-        if final and found:  # how the work was shared, and its rate once the workers had started
-            per_process: dict[str, int] = collections.Counter()
-            for process_id, count, _, _ in found:
-                per_process[process_id] += count
-            span = max(latest for *_, latest in found) - min(first for _, _, first, _ in found)
-            shares = ", ".join(map(str, sorted(per_process.values(), reverse=True)))
-            line += (f" by {len(per_process)} worker processes ({shares}); {span:.1f} s from the first image to "
-                     f"the last: {done / max(span, 1e-9):.0f} images/s")
-        log.info("%s", line)
-
-    def _report_until_stopped(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.report()
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._stop.set()
-        self._thread.join()
-        if exc_info[0] is None:
-            self.report(final=True)
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
 def job_counters(result) -> dict[str, int]:
     """The job's Beam counters (``foodpipe.preprocess`` namespace) by name; empty where the runner
     does not report them."""
@@ -334,7 +273,7 @@ def job_counters(result) -> dict[str, int]:
 
 
 def run_pipeline(options, config, planned: preflight.Plan, staging: str, settings: s3.S3Settings,
-                 progress: Progress | None) -> dict[str, int]:
+                 progress: progress_lines.Progress | None) -> dict[str, int]:
     """Run the job graph to its end; returns its counters."""
     pipeline = beam.Pipeline(options=options)
     transforms.build(pipeline, config, planned, staging, settings, progress.folder if progress else None)
@@ -356,13 +295,12 @@ def execute(config: job_config.PreprocessConfig, beam_args: list[str], s3_endpoi
     staging = output.new_staging_dir(config.output)
     log.info("preprocess: %d classes, %d files from %s -> %s (runner %s)", len(planned.classes), len(planned.paths),
              config.input, config.output, runner)
+    tracker = progress_lines.Progress(len(planned.paths)) if progress and workers_on_this_host(options) else None
     started = time.monotonic()
     with output.exclusive(config.output, settings):
         try:
             try:
-                counters = run_pipeline(options, config, planned, staging, settings,
-                                        Progress(len(planned.paths)) if progress and workers_on_this_host(options)
-                                        else None)
+                counters = run_pipeline(options, config, planned, staging, settings, tracker)
             except FoodpipeError:
                 raise
             except Exception as exc:
