@@ -82,21 +82,20 @@ def frame(window_pixels, image_size: int, framing: str):
 DCT_SCALES = (1, 2, 4, 8)  # libjpeg decodes at 1/1, 1/2, 1/4 or 1/8 of the size, for less work
 
 
-def decode_window(encoded, window, image_size: int):
-    """The pixels of ``window`` (``[y, x, h, w]`` in the full image) of a JPEG, decoded at the
-    smallest DCT scale that keeps both of the window's sides at least ``image_size`` (a window
-    twice the output size or more decodes at 1/2, four times at 1/4, ...): only the window is
-    decoded, and fewer of its pixels, for the same output size. Libjpeg's scaled decode averages
-    the pixels it drops, as a downscale should."""
+def decode_window(encoded, shape, window, image_size: int):
+    """The pixels of ``window`` (``[y, x, h, w]`` in the full image, whose ``extract_jpeg_shape``
+    is ``shape``) of a JPEG, decoded at the smallest DCT scale that keeps both of the window's sides
+    at least ``image_size`` (a window twice the output size or more decodes at 1/2, four times at
+    1/4, ...): only the window is decoded, and fewer of its pixels, for the same output size.
+    Libjpeg's scaled decode averages the pixels it drops, as a downscale should."""
     shortest = tf.minimum(window[2], window[3])
     scale_index = tf.reduce_sum(tf.cast(shortest >= image_size * tf.constant(DCT_SCALES[1:]), tf.int32))
-
-    shape = tf.image.extract_jpeg_shape(encoded)[:2]
+    size = shape[:2]
 
     def decode_at(ratio: int):
         def decode():  # the window's edges rounded to the nearest pixel of the scaled image
             start = (window[:2] + ratio // 2) // ratio
-            end = tf.minimum((window[:2] + window[2:] + ratio // 2) // ratio, (shape + ratio - 1) // ratio)
+            end = tf.minimum((window[:2] + window[2:] + ratio // 2) // ratio, (size + ratio - 1) // ratio)
             scaled = tf.concat([start, tf.maximum(1, end - start)], axis=0)
             return tf.image.decode_and_crop_jpeg(encoded, scaled, channels=3, ratio=ratio)
         return decode
@@ -107,14 +106,16 @@ def decode_window(encoded, window, image_size: int):
 def preprocess_eval_image(encoded, image_size: int, framing: str, crop_fraction: float):
     """Raw JPEG bytes -> the model's uint8 input. Eval, the serving model and ``predict`` all use
     exactly this (``decode_window``, then ``frame``). Deterministic."""
-    window = eval_window(tf.image.extract_jpeg_shape(encoded), framing, crop_fraction)
-    return frame(decode_window(encoded, window, image_size), image_size, framing)
+    shape = tf.image.extract_jpeg_shape(encoded)
+    window = eval_window(shape, framing, crop_fraction)
+    return frame(decode_window(encoded, shape, window, image_size), image_size, framing)
 
 
 def decode_train_image(encoded, config: InputConfig):
     """The train view: ``preprocess_eval_image`` with ``random_window`` instead of the eval window."""
-    window = random_window(tf.image.extract_jpeg_shape(encoded), config)
-    return frame(decode_window(encoded, window, config.image_size), config.image_size, config.framing)
+    shape = tf.image.extract_jpeg_shape(encoded)
+    window = random_window(shape, config)
+    return frame(decode_window(encoded, shape, window, config.image_size), config.image_size, config.framing)
 
 
 def read_shard(path, config: InputConfig):
