@@ -246,14 +246,18 @@ def resume(checkpoint: ResumableCheckpoint | None, model: keras.Model) -> tuple[
     return state["epoch"], state["extra"].get("history", {}), state["extra"].get("run_id")
 
 
+def global_batches(metadata: dict, split: str, batch_size: int) -> int:
+    """Global batches in one pass over ``split`` (an epoch's steps, for the train split)."""
+    return math.ceil(metadata["splits"][split]["count"] / batch_size)
+
+
 def fit(config: TrainConfig, strategy, model: keras.Model, metadata: dict, initial_epoch: int, callbacks,
         progress: bool = True) -> dict:
     """Train from ``initial_epoch``; returns the last epoch's logs (with val's confusion matrix,
     evaluated here if no epoch was left to run)."""
-    counts = {split: metadata["splits"][split]["count"] for split in (schema.TRAIN, schema.VAL)}
-    steps_per_epoch = math.ceil(counts[schema.TRAIN] / config.batch_size)
+    steps_per_epoch = global_batches(metadata, schema.TRAIN, config.batch_size)
     multi_worker = strategies.cluster_size() > 1
-    validation_steps = math.ceil(counts[schema.VAL] / config.batch_size) if multi_worker else None
+    validation_steps = global_batches(metadata, schema.VAL, config.batch_size) if multi_worker else None
     train_data, val_data = distributed_datasets(strategy, config, config.input_config(), metadata, multi_worker,
                                                 steps_done=initial_epoch * steps_per_epoch)
     loop = DistributedLoop(model, strategy, config.batch_size, config.jit_compile)
@@ -268,11 +272,10 @@ def train_and_evaluate(config: TrainConfig, writer=None, progress: bool = True) 
     strategy = start_compute(config)
     chief = strategies.is_chief()
     metadata, metadata_sha256 = read_dataset(config)
-    steps_per_epoch = math.ceil(metadata["splits"][schema.TRAIN]["count"] / config.batch_size)
     writer = writer or make_writer(config, chief)
     with strategy.scope():
         model = build_model(config, len(metadata["classes"]), (metadata["stats"]["mean"], metadata["stats"]["std"]),
-                            steps_per_epoch)
+                            global_batches(metadata, schema.TRAIN, config.batch_size))
 
     best = KeepBest()
     plateau = keras.callbacks.ReduceLROnPlateau(
