@@ -108,10 +108,10 @@ def runner_name(options: PipelineOptions) -> str:
 def workers_on_this_host(options: PipelineOptions) -> bool:
     """Whether the job's workers run on this machine (the DirectRunner; a Dask cluster on loopback)."""
     runner = runner_name(options)
-    if runner == "DirectRunner":
-        return True
-    address = options.get_all_options(drop_default=True).get("address") if runner == "DaskRunner" else None
-    return runner == "DaskRunner" and (not address or urlparse(address).hostname in ("127.0.0.1", "localhost"))
+    if runner != "DaskRunner":
+        return runner == "DirectRunner"
+    address = options.get_all_options(drop_default=True).get("address")  # none: the runner's local cluster
+    return not address or urlparse(address).hostname in ("127.0.0.1", "localhost")
 
 
 def build_metadata(config, classes, summary: dict, runner: str, seconds: float) -> dict:

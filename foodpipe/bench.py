@@ -59,7 +59,7 @@ def same_output(first: str, second: str) -> bool:
     return contents(first) == contents(second)
 
 
-# The job's last progress line (beam_pipelines.preprocess.Progress), on runners whose workers share this host.
+# The job's last progress line (beam_pipelines.progress.Progress), on runners whose workers share this host.
 SHARED = re.compile(r"by (\d+) worker processes \(([\d, ]+)\); ([\d.]+) s from the first image to the last")
 
 

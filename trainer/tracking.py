@@ -237,9 +237,9 @@ def save_model(serving_model, example_jpeg: bytes) -> str:
     saved_model = os.path.join(scratch, "saved_model")
     serving.export_saved_model(serving_model, saved_model)
     storage.write_json(os.path.join(saved_model, mlflow_pyfunc.CLASSES_FILE), class_names)
-    code = os.path.join(scratch, "code")
-    for source, name in ((mlflow_pyfunc.__file__, "foodpipe_pyfunc.py"), (images.__file__, "foodpipe_images.py")):
-        storage.write(os.path.join(code, name), storage.read(source))
+    code_paths = [os.path.join(scratch, "code", name) for name in ("foodpipe_pyfunc.py", "foodpipe_images.py")]
+    for source, copy in zip((mlflow_pyfunc.__file__, images.__file__), code_paths):
+        storage.write(copy, storage.read(source))
 
     signature = ModelSignature(
         inputs=Schema([ColSpec("binary", mlflow_pyfunc.INPUT_COLUMN)]),
@@ -250,7 +250,7 @@ def save_model(serving_model, example_jpeg: bytes) -> str:
                     f"pillow=={images.Image.__version__}"]
     mlflow.pyfunc.save_model(
         path, loader_module="foodpipe_pyfunc", data_path=saved_model,
-        code_paths=[os.path.join(code, name) for name in sorted(os.listdir(code))], signature=signature,
+        code_paths=code_paths, signature=signature,
         input_example=pd.DataFrame({mlflow_pyfunc.INPUT_COLUMN: [example_jpeg]}), pip_requirements=requirements)
 
     keras_only = os.path.join(scratch, "keras")
