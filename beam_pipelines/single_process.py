@@ -1,7 +1,8 @@
 """The same job as a plain single-process loop, without Beam: the benchmark's peer.
 
-It does the same work with the same functions (read and validate every image, split, exact stats,
-read again to write the same shards, manifest and rejections), one image at a time.
+It does the same work with the same functions (read and validate every image, converting those
+that need it once, split, exact stats, read again to write the same shards, manifest and
+rejections), one image at a time.
 ``python -m beam_pipelines.single_process --input URI --output DIR``
 """
 
@@ -10,6 +11,7 @@ import collections
 import dataclasses
 import json
 import sys
+import tempfile
 
 from beam_pipelines import config as job_config
 from beam_pipelines import preflight, split, transforms
@@ -23,11 +25,15 @@ def run(argv=None) -> dict:
     config = job_config.PreprocessConfig.from_args(args)
     settings = s3.S3Settings.from_env(args.s3_endpoint)
     settings.apply_to_environment()
-    planned = preflight.plan(config, settings)
-    classes, counts = planned.classes, planned.shard_counts
+    with tempfile.TemporaryDirectory(prefix="foodpipe-converted-") as converted_dir:  # the job's staging/converted
+        return write_dataset(config, preflight.plan(config, settings), converted_dir, settings)
 
+
+def write_dataset(config: job_config.PreprocessConfig, planned: preflight.Plan, converted_dir: str,
+                  settings: s3.S3Settings) -> dict:
+    classes, counts = planned.classes, planned.shard_counts
     images_root = config.images_root
-    inspect = transforms.InspectImageFn(images_root, classes, config.policy, settings)
+    inspect = transforms.InspectImageFn(images_root, classes, config.policy, settings, converted_dir)
     paths = planned.paths
     by_class, rejected = collections.defaultdict(list), []
     for path in paths:

@@ -1,9 +1,12 @@
 """The job's DoFns and composite PTransforms. Small records (ids, sizes, pixel sums) travel
 through the shuffles; image bytes are read where they are used, so a worker's memory is bounded
-by a bundle plus the one shard it is writing (about --shard-size-mb), not by the dataset."""
+by a bundle plus the one shard it is writing (about --shard-size-mb), not by the dataset.
+An image that has to be converted (not an RGB JPEG, or over --max-side) is converted once, when it
+is validated: the converted bytes wait in a folder of the staging area until its shard is written."""
 
 import collections
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -36,6 +39,7 @@ class ImageRecord:
     converted: bool
     sums: images.PixelSums
     split: str | None = None
+    converted_uri: str | None = None  # where the converted bytes wait; None: the raw file is stored as it is
 
 
 def locate(path: str, images_root: str) -> tuple[str, str] | None:
@@ -56,12 +60,14 @@ class Rejection:
 
 class InspectImageFn(beam.DoFn):
     """Reads and validates one file; yields an ``ImageRecord`` for an accepted image and a
-    ``Rejection`` with its reason for the rest. Never raises for bad data."""
+    ``Rejection`` with its reason for the rest. Never raises for bad data. An image that had to be
+    converted is written, converted, under ``converted_dir`` (a folder the job removes at its end)."""
 
     def __init__(self, images_root: str, classes: list[str], policy: images.StorePolicy,
-                 settings: s3.S3Settings, progress_dir: str | None = None):
+                 settings: s3.S3Settings, converted_dir: str, progress_dir: str | None = None):
         self.images_root = images_root
         self.settings = settings
+        self.converted_dir = converted_dir
         self.progress_dir = progress_dir  # local folder where each instance reports its count
         self._inspected, self._reported, self._first = 0, 0.0, None
         self.labels = {name: index for index, name in enumerate(classes)}
@@ -111,12 +117,15 @@ class InspectImageFn(beam.DoFn):
         if found.reason:
             self.rejected.inc()
             return Rejection(path, found.reason)
+        converted_uri = None
         if found.converted:
             self.converted.inc()
+            converted_uri = f"{self.converted_dir}/{hashlib.sha256(path.encode()).hexdigest()}.jpg"
+            storage.write(converted_uri, found.converted_data, self.settings)
         return ImageRecord(
             image_id=image_id, uri=path, class_name=class_name, label=self.labels[class_name],
             height=found.height, width=found.width, stored_size=found.stored_size,
-            converted=found.converted, sums=found.sums,
+            converted=found.converted, sums=found.sums, converted_uri=converted_uri,
         )
 
 
@@ -137,10 +146,10 @@ class ReadAndValidate(beam.PTransform):
     """
 
     def __init__(self, paths: list[str], images_root: str, classes: list[str], policy: images.StorePolicy,
-                 settings: s3.S3Settings, progress_dir: str | None = None):
+                 settings: s3.S3Settings, converted_dir: str, progress_dir: str | None = None):
         super().__init__()
         self.paths = paths
-        self.inspect = InspectImageFn(images_root, classes, policy, settings, progress_dir)
+        self.inspect = InspectImageFn(images_root, classes, policy, settings, converted_dir, progress_dir)
 
     def expand(self, pipeline):
         inspected = (
@@ -202,12 +211,15 @@ def key_by_shard(record: ImageRecord, counts: dict[str, int], seed: int):
 
 def encode_shard(records, seed: int, policy: images.StorePolicy, settings: s3.S3Settings) -> tuple[bytes, int]:
     """One shard's TFRecord bytes and record count: records in a seeded random order (so classes
-    are mixed), each image read again and converted the same way as when it was validated."""
+    are mixed), each image read again (its converted copy if it had to be converted)."""
     ordered = sorted(records, key=lambda r: (split.stable_hash(seed, "order", r.image_id), r.image_id))
     buffer = io.BytesIO()  # at most about --shard-size-mb
     writer = TFRecordWriter(buffer)
     for record in ordered:
-        data = images.stored_bytes(storage.read(record.uri, settings), policy)
+        if record.converted_uri:
+            data = storage.read(record.converted_uri, settings)
+        else:
+            data = images.stored_bytes(storage.read(record.uri, settings), policy)
         if len(data) != record.stored_size:
             raise RuntimeError(f"{record.uri} changed while the job was running")
         writer.write(schema.to_example(data, record.image_id, record.label, record.class_name, record.height,
@@ -350,12 +362,16 @@ class WriteDatasetFiles(beam.PTransform):
         )
 
 
+CONVERTED_DIR = "converted"  # under the staging folder, which the job removes at its end
+
+
 def build(pipeline, config, planned, staging: str, settings: s3.S3Settings, progress_dir: str | None = None):
     """The whole job graph for ``planned`` (``preflight.Plan``), writing a complete dataset (plus
     ``summary.json``) under ``staging``; with ``progress_dir`` (a local folder, for runners on this
     machine) the validation step reports its progress there."""
     accepted, rejected = pipeline | "ReadAndValidate" >> ReadAndValidate(
-        planned.paths, config.images_root, planned.classes, config.policy, settings, progress_dir)
+        planned.paths, config.images_root, planned.classes, config.policy, settings, f"{staging}/{CONVERTED_DIR}",
+        progress_dir)
     records = accepted | "AssignSplits" >> AssignSplits(config.split, config.seed)
     stats = records | "ComputeStats" >> ComputeStats()
     shards = records | "WriteShards" >> WriteShards(

@@ -59,6 +59,7 @@ class Inspection:
     converted: bool = False
     stored_size: int = 0
     sums: PixelSums = ZERO_SUMS
+    converted_data: bytes | None = None  # the stored bytes when they are not the raw bytes
 
 
 class Rejected(ValueError):
@@ -131,5 +132,6 @@ def inspect(data: bytes, policy: StorePolicy = DEFAULT_POLICY) -> Inspection:
         return Inspection(reason=str(exc))
     width, height = image.size
     return Inspection(
-        height=height, width=width, converted=stored is not data, stored_size=len(stored), sums=pixel_sums(image)
+        height=height, width=width, converted=stored is not data, stored_size=len(stored), sums=pixel_sums(image),
+        converted_data=None if stored is data else stored,
     )

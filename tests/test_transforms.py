@@ -1,11 +1,13 @@
+import collections
 import dataclasses
+import hashlib
 import os
 
 import apache_beam as beam
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_pipelines import preflight, split, transforms
+from beam_pipelines import preflight, single_process, split, transforms
 from foodpipe import images
 from foodpipe.s3 import S3Settings
 from tests.test_images import jpeg
@@ -58,11 +60,14 @@ def test_read_and_validate_accepts_and_rejects(tmp_path):
     with pipeline() as p:
         paths = sorted(str(path) for path in (tmp_path / "images").glob("*/*"))
         accepted, rejected = p | transforms.ReadAndValidate(paths, str(tmp_path / "images"), ["pizza", "ramen"],
-                                                            images.StorePolicy(), S3Settings())
-        assert_that(accepted | beam.Map(lambda r: (r.image_id, r.label, r.converted)),
-                    equal_to([("pizza/1", 0, False), ("ramen/3", 1, True)]), label="accepted")
+                                                            images.StorePolicy(), S3Settings(), str(tmp_path / "conv"))
+        assert_that(accepted | beam.Map(lambda r: (r.image_id, r.label, r.converted, r.converted_uri is not None)),
+                    equal_to([("pizza/1", 0, False, False), ("ramen/3", 1, True, True)]), label="accepted")
         assert_that(rejected | beam.Map(lambda r: (os.path.basename(r.uri), r.reason)),
                     equal_to([("2.jpg", "empty file")]), label="rejected")
+    # The grey JPEG was converted once, when validated; its shard is written from this copy.
+    (copy,) = (tmp_path / "conv").iterdir()
+    assert copy.read_bytes() == images.stored_bytes((tmp_path / "images/ramen/3.jpg").read_bytes())
 
 
 def test_shard_counts_follow_bytes():
@@ -93,3 +98,19 @@ def test_write_shards_writes_every_shard_with_all_records(tmp_path):
     ids = [tf.io.parse_single_example(r, schema.feature_spec())[schema.IMAGE_ID].numpy().decode()
            for r in tf.data.TFRecordDataset(sorted(str(p) for p in out.iterdir()))]
     assert sorted(ids) == sorted(r.image_id for r in records)
+
+
+def test_each_image_is_converted_once(raw_dataset, tmp_path, monkeypatch):
+    """Validation converts (PNGs, greyscale...); writing the shard reuses that copy, not a second conversion."""
+    conversions = collections.Counter()
+    convert = images.stored_bytes
+
+    def counting(data, policy=images.DEFAULT_POLICY):
+        stored = convert(data, policy)
+        if stored is not data:
+            conversions[hashlib.sha256(data).hexdigest()] += 1
+        return stored
+
+    monkeypatch.setattr(images, "stored_bytes", counting)
+    single_process.run(["--input", raw_dataset, "--output", str(tmp_path / "out")])
+    assert conversions and set(conversions.values()) == {1}
