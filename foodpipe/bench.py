@@ -2,7 +2,9 @@
 
 - ``preprocess --input URI``: the Beam job (default runner) against a plain single-process loop
   doing the same work on the same input, each in its own process, timed from start to exit, with
-  the peak memory of its whole process tree (Beam's workers included);
+  the peak memory of its whole process tree (Beam's workers included). The input is read once
+  before either is timed, so that both start from the same warm cache (otherwise whichever runs
+  first pays for reading a cold disk);
 - ``input --data URI``: the input pipelines (``tfdata/bench.py``);
 - ``train --data URI``: training steps on real against cached input (``trainer/bench.py``).
 """
@@ -77,8 +79,15 @@ def work_figures(job_stderr: str, images: int, seconds: float) -> dict:
             "beam_fixed_seconds": round(seconds - span, 2)}
 
 
-def bench_preprocess(input_uri: str, extra: list[str], runner_flags: list[str] = ()) -> dict:
+def warm_input(input_uri: str, settings) -> int:
+    """Read every file under ``input_uri`` once; returns the bytes read."""
+    return sum(len(storage.read(path, settings)) for path in storage.list_files(input_uri, settings))
+
+
+def bench_preprocess(input_uri: str, extra: list[str], runner_flags: list[str] = (),
+                     settings=None) -> dict:
     """``extra``: flags for both (``--s3-endpoint``); ``runner_flags``: Beam flags for the job alone."""
+    warm_input(input_uri, settings)
     with tempfile.TemporaryDirectory(prefix="foodpipe-bench-") as tmp:
         beam_out, loop_out = os.path.join(tmp, "beam"), os.path.join(tmp, "loop")
         job = [sys.executable, "-m", "beam_pipelines.preprocess", "--input", input_uri, "--output", beam_out, *extra,

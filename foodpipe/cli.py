@@ -67,7 +67,7 @@ def cmd_bench_preprocess(args) -> dict:
         ([f"--dask_client_address={args.dask_client_address}"] if args.dask_client_address else []) + \
         ([f"--direct_num_workers={args.direct_num_workers}"] if args.direct_num_workers else [])
     return bench.print_table(bench.bench_preprocess(args.input, ["--s3-endpoint", args.s3_endpoint]
-                                                    if args.s3_endpoint else [], runner))
+                                                    if args.s3_endpoint else [], runner, _s3_settings(args)))
 
 
 def cmd_bench_input(args) -> dict:
