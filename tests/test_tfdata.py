@@ -52,6 +52,17 @@ def framed_with_pillow(source: Image.Image, framing: str, size: int, crop_fracti
     return np.asarray(canvas)
 
 
+@pytest.mark.parametrize("framing", ["squash", "pad"])
+def test_frame_rounds_the_bilinear_resize_to_the_nearest_level(framing):
+    rng = np.random.default_rng(0)
+    pixels = tf.constant(rng.integers(0, 256, size=(7, 5, 3)), tf.uint8)
+    framed = pipeline.frame(pixels, 16, framing).numpy()
+    exact = (tf.image.resize_with_pad(pixels, 16, 16) if framing == "pad" else tf.image.resize(pixels, [16, 16]))
+    assert framed.dtype == np.uint8
+    # Rounded, not truncated (exact halves aside), and never wrapped around: bilinear stays in 0..255.
+    assert np.abs(framed.astype(np.float64) - exact.numpy()).max() <= 0.5 + 1e-4
+
+
 @pytest.mark.parametrize("framing", ["squash", "pad", "crop"])
 def test_eval_pipeline_round_trips_labels_and_frames_pixels(dataset, framing):
     in_shard_order = dataclasses.replace(SMALL, cycle_length=1, framing=framing)
@@ -138,16 +149,29 @@ def test_kernels_equal_their_numpy_references():
     inv_std = (1 / std).astype(np.float32)
     np.testing.assert_allclose(augment.scale(image, mean, inv_std), (image - mean.astype(np.float64)) / std,
                                rtol=1e-5, atol=1e-5)
-    table = rng.standard_normal(1000).astype(np.float32)
-    for flip, alpha, beta, offset, sigma in [(False, 1, 0, 0, 0), (True, 1.2, -30, 990, 8), (True, 0.8, 40, 5, 3)]:
-        out = np.empty(image.shape, np.uint8)
-        augment.augment_kernel(image, flip, np.float32(alpha), np.float32(beta), table, offset, np.float32(sigma),
-                               out)
-        expected = augment.augment_numpy(image, flip, np.float32(alpha), np.float32(beta), table, offset,
-                                         np.float32(sigma))
-        assert np.abs(out.astype(int) - expected).max() <= 1 and (out == expected).mean() > 0.99
-        if (alpha, beta, sigma) == (1, 0, 0):
-            np.testing.assert_array_equal(out, image)
+    images = rng.integers(0, 256, size=(3, 17, 23, 3), dtype=np.uint8)
+    table = rng.standard_normal(images[0].size * 2).astype(np.float32)
+    alphas, betas = np.float32([1, 1.2, 0.8]), np.float32([0, -30, 40])
+    offsets, sigmas = np.array([0, 990, images[0].size]), np.float32([0, 8, 3])
+    out = np.empty(images.shape, np.uint8)
+    augment.photometric_kernel(images, alphas, betas, table, offsets, sigmas, out)
+    expected = augment.photometric_numpy(images, alphas, betas, table, offsets, sigmas)
+    assert np.abs(out.astype(int) - expected).max() <= 1 and (out == expected).mean() > 0.99
+    np.testing.assert_array_equal(out[0], images[0])  # contrast 1, brightness 0, no noise: unchanged
+
+
+def test_rotation_and_blur_do_what_they_say():
+    rng = np.random.default_rng(5)
+    batch = rng.integers(0, 256, size=(8, 33, 33, 3), dtype=np.uint8)
+    only = dict(flip=False, rotate_degrees=0, brightness_contrast=0, noise_std=0, blur=False, augment_probability=1.0)
+    rotated = augment.Augmenter(InputConfig(**{**only, "rotate_degrees": 30.0}))(batch)
+    # Turned about the centre by a drawn angle: the centre pixel stays, the rest moves (little for a small angle).
+    np.testing.assert_allclose(rotated[:, 16, 16].astype(int), batch[:, 16, 16].astype(int), atol=1)
+    assert not any(np.array_equal(r, b) for r, b in zip(rotated, batch))
+    assert np.median([np.abs(r.astype(int) - b).mean() for r, b in zip(rotated, batch)]) > 20
+    blurred = augment.Augmenter(InputConfig(**{**only, "blur": True}))(batch)
+    assert np.mean(blurred.astype(np.float32)) == pytest.approx(np.mean(batch.astype(np.float32)), abs=2)
+    assert all(np.std(o.astype(np.float32)) < 0.8 * np.std(b.astype(np.float32)) for o, b in zip(blurred, batch))
 
 
 def image_hashes(ds):

@@ -62,6 +62,7 @@ def decode_only_dataset(data_uri, metadata, config: InputConfig):
 def seed_sequence(manifest_rows, metadata, config: InputConfig, settings: s3.S3Settings):
     """The seed's hand-made Keras ``Sequence``: one GET per image, Pillow, albumentations, numpy."""
     import albumentations as A
+    import cv2
     import keras
     from PIL import Image
 
@@ -72,9 +73,11 @@ def seed_sequence(manifest_rows, metadata, config: InputConfig, settings: s3.S3S
                                  ratio=config.crop_aspect)]
     if config.flip:
         steps.append(A.HorizontalFlip(p=0.5))
-    extra = augment.build_albumentations(config, seed=config.seed)
-    if extra is not None:
-        steps += list(extra.transforms)
+    if config.rotate_degrees > 0:
+        steps.append(A.Rotate(limit=config.rotate_degrees, border_mode=cv2.BORDER_REFLECT_101, p=p))
+    if config.blur:
+        steps.append(A.GaussianBlur(blur_limit=(min(augment.BLUR_KERNEL_SIZES), max(augment.BLUR_KERNEL_SIZES)),
+                                    sigma_limit=augment.BLUR_SIGMA, p=p))
     if config.brightness_contrast > 0:
         steps.append(A.RandomBrightnessContrast(config.brightness_contrast, config.brightness_contrast, p=p))
     if config.noise_std > 0:
