@@ -15,7 +15,7 @@ import tempfile
 
 from beam_pipelines import config as job_config
 from beam_pipelines import preflight, split, transforms
-from foodpipe import images, s3, schema, storage
+from foodpipe import images, s3, schema
 
 
 def run(argv=None) -> dict:
@@ -58,8 +58,8 @@ def write_dataset(config: job_config.PreprocessConfig, planned: preflight.Plan, 
     for name, count in counts.items():
         for index in range(count):
             key = (name, index, count)
-            data, _ = transforms.encode_shard(shards[key], config.seed, config.policy, settings)
-            storage.write(f"{config.output}/{schema.shard_name(*key)}", data, settings)
+            transforms.write_shard(f"{config.output}/{schema.shard_name(*key)}", shards[key], config.seed,
+                                   config.policy, settings)
     transforms.write_manifest([transforms.manifest_row(r) for r in records], f"{config.output}/{schema.MANIFEST_FILE}",
                               settings)
     transforms.write_rejected(rejected, f"{config.output}/{schema.REJECTED_FILE}", settings)

@@ -1,6 +1,7 @@
 """The job's DoFns and composite PTransforms. Small records (ids, sizes, pixel sums) travel
 through the shuffles; image bytes are read where they are used, so a worker's memory is bounded
-by a bundle plus the one shard it is writing (about --shard-size-mb), not by the dataset.
+by a bundle and one image, not by the dataset or the shard size (a shard is encoded into a local
+temporary file, then written in one piece).
 An image that has to be converted (not an RGB JPEG, or over --max-side) is converted once, when it
 is validated: the converted bytes wait in a folder of the staging area until its shard is written."""
 
@@ -10,7 +11,9 @@ import hashlib
 import io
 import json
 import os
+import tempfile
 import time
+from typing import BinaryIO
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -209,12 +212,12 @@ def key_by_shard(record: ImageRecord, counts: dict[str, int], seed: int):
     return (record.split, index, count), record
 
 
-def encode_shard(records, seed: int, policy: images.StorePolicy, settings: s3.S3Settings) -> tuple[bytes, int]:
-    """One shard's TFRecord bytes and record count: records in a seeded random order (so classes
-    are mixed), each image read again (its converted copy if it had to be converted)."""
+def encode_shard(records, seed: int, policy: images.StorePolicy, settings: s3.S3Settings, out: BinaryIO) -> int:
+    """Writes one shard's TFRecords to ``out`` and returns their count: records in a seeded random
+    order (so classes are mixed), each image read again (its converted copy if it had to be
+    converted)."""
     ordered = sorted(records, key=lambda r: (split.stable_hash(seed, "order", r.image_id), r.image_id))
-    buffer = io.BytesIO()  # at most about --shard-size-mb
-    writer = TFRecordWriter(buffer)
+    writer = TFRecordWriter(out)
     for record in ordered:
         if record.converted_uri:
             data = storage.read(record.converted_uri, settings)
@@ -224,7 +227,18 @@ def encode_shard(records, seed: int, policy: images.StorePolicy, settings: s3.S3
             raise RuntimeError(f"{record.uri} changed while the job was running")
         writer.write(schema.to_example(data, record.image_id, record.label, record.class_name, record.height,
                                        record.width))
-    return buffer.getvalue(), writer.records
+    return writer.records
+
+
+def write_shard(location: str, records, seed: int, policy: images.StorePolicy, settings: s3.S3Settings) -> dict:
+    """Encodes a shard into a local temporary file (the worker's memory holds one image at a time,
+    not the shard) and writes it to ``location`` in one piece; returns its record count and size."""
+    with tempfile.TemporaryFile(prefix="foodpipe-shard-") as encoded:
+        written = encode_shard(records, seed, policy, settings, encoded)
+        size = encoded.tell()
+        encoded.seek(0)
+        storage.write(location, encoded, settings)
+    return {"count": written, "bytes": size}
 
 
 class WriteShardFn(beam.DoFn):
@@ -236,11 +250,11 @@ class WriteShardFn(beam.DoFn):
 
     def process(self, shard_and_records):
         (split_name, index, count), records = shard_and_records
-        data, written = encode_shard([r for r in records if r is not None], self.seed, self.policy, self.settings)
         name = schema.shard_name(split_name, index, count)
-        storage.write(f"{self.directory}/{name}", data, self.settings)
-        self.written.inc(written)
-        yield {"split": split_name, "name": name, "count": written, "bytes": len(data)}
+        shard = write_shard(f"{self.directory}/{name}", [r for r in records if r is not None], self.seed, self.policy,
+                            self.settings)
+        self.written.inc(shard["count"])
+        yield {"split": split_name, "name": name, **shard}
 
 
 class WriteShards(beam.PTransform):

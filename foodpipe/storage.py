@@ -15,11 +15,13 @@ import json
 import os
 import shutil
 import tempfile
+from typing import BinaryIO
 
 from foodpipe import s3, uri
 from foodpipe.errors import FoodpipeError
 
 MAX_DELETE_BATCH = 1000  # the most one S3 DeleteObjects request takes
+CHUNK_BYTES = 8 * 2**20  # a file written from an open file is copied this much at a time
 
 
 def _client(settings: s3.S3Settings | None):
@@ -44,9 +46,11 @@ def read(location: str, settings: s3.S3Settings | None = None) -> bytes:
         return f.read()
 
 
-def write(location: str, data: bytes, settings: s3.S3Settings | None = None) -> None:
+def write(location: str, data: bytes | BinaryIO, settings: s3.S3Settings | None = None) -> None:
     """The whole file, all or nothing: one PUT on S3 (an empty body is fine, unlike a multipart
-    upload with no parts); locally a temporary file renamed into place, parent folders made."""
+    upload with no parts); locally a temporary file renamed into place, parent folders made.
+    ``data`` is bytes, or an open binary file read from its current position to its end (copied
+    in chunks, so a large file need not be in memory)."""
     if uri.is_s3(location):
         bucket, key = uri.split_s3(location)
         _client(settings).put_object(Bucket=bucket, Key=key, Body=data)
@@ -56,7 +60,10 @@ def write(location: str, data: bytes, settings: s3.S3Settings | None = None) -> 
     descriptor, partial = tempfile.mkstemp(dir=folder, prefix=".partial-")
     try:
         with os.fdopen(descriptor, "wb") as f:
-            f.write(data)
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                f.write(data)
+            else:
+                shutil.copyfileobj(data, f, CHUNK_BYTES)
         os.chmod(partial, 0o644)
         os.replace(partial, location)
     except BaseException:

@@ -1,6 +1,7 @@
 """``foodpipe.storage``: the same behaviour for a local folder and for ``s3://`` (the embedded server)."""
 
 import os
+import tempfile
 import uuid
 
 import pytest
@@ -46,6 +47,16 @@ def test_write_read_list_move_delete(root):
     storage.delete_tree(folder, settings)
     assert storage.list_files(folder, settings) == {}
     storage.delete_tree(folder, settings)  # twice is fine
+
+
+def test_write_from_an_open_file_copies_from_its_position_to_its_end(root, monkeypatch):
+    folder, settings = root
+    monkeypatch.setattr(storage, "CHUNK_BYTES", 7)  # several chunks for a local copy
+    with tempfile.TemporaryFile() as f:
+        f.write(b"skipped|" + bytes(range(256)) * 3)
+        f.seek(len(b"skipped|"))
+        storage.write(uri.join(folder, "from-file.bin"), f, settings)
+    assert storage.read(uri.join(folder, "from-file.bin"), settings) == bytes(range(256)) * 3
 
 
 def test_a_missing_file_reads_as_file_not_found_and_describes_in_one_line(root):
