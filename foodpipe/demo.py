@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 
 from foodpipe import datasets, explore, s3, schema, storage, synth, upload
 from foodpipe.errors import FoodpipeError
@@ -50,8 +49,8 @@ def step(message: str) -> None:
 def log_dataset_report(dataset_uri: str, metadata: dict, tracking_uri: str) -> dict:
     from trainer import tracking
 
-    summary, files = explore.write_report(dataset_uri, metadata, tempfile.mkdtemp(prefix="foodpipe-report-"))
     writer = tracking.MlflowWriter(tracking_uri, EXPERIMENT, run_name="dataset-report")
+    summary, files = explore.write_report(dataset_uri, metadata, writer.scratch_dir())  # removed by finish
     writer.start({"data": dataset_uri, "images": summary["images"], "rejected": summary["rejected"]},
                  {"kind": "dataset-report"})
     for path in files:

@@ -49,9 +49,12 @@ def train(dataset, *args, env=None, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def trained(dataset, mlflow_server):
-    result = train(dataset, "--epochs", "2", "--mlflow-uri", mlflow_server, "--experiment", "smoke")
-    return last_json(result.stdout), result.stdout
+def trained(dataset, mlflow_server, tmp_path_factory):
+    """``(result line, stdout, the run's temporary folder)``: a 2-epoch run logged to the server."""
+    temporary = str(tmp_path_factory.mktemp("trainer-tmp"))
+    result = train(dataset, "--epochs", "2", "--mlflow-uri", mlflow_server, "--experiment", "smoke",
+                   env={**os.environ, "TMPDIR": temporary})
+    return last_json(result.stdout), result.stdout, temporary
 
 
 def client_for(uri):
@@ -62,7 +65,9 @@ def client_for(uri):
 
 @pytest.mark.slow
 def test_train_logs_params_metrics_artifacts_and_model_to_the_server(trained, dataset, mlflow_server):
-    result, stdout = trained
+    result, stdout, temporary = trained
+    # The plots and the saved model (~26 MB) went to the server; their local copies are gone.
+    assert [name for name in os.listdir(temporary) if name.startswith("foodpipe-")] == []
     assert set(result) >= {"run_id", "model_uri", "val_accuracy", "epochs"} and result["epochs"] == 2
     assert "strategy: DefaultStrategy with 1 replica(s)" in stdout
     client = client_for(mlflow_server)
@@ -99,7 +104,7 @@ def test_train_logs_params_metrics_artifacts_and_model_to_the_server(trained, da
 
 @pytest.mark.slow
 def test_evaluate_select_register_and_predict_end_to_end(trained, dataset, mlflow_server, tmp_path):
-    result, _ = trained
+    result, _, _ = trained
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
     json_file = tmp_path / "out" / "scores.json"
     json_file.parent.mkdir()

@@ -170,18 +170,20 @@ def evaluate(model_uri: str, data_uri: str, split: str = schema.TEST, batch_size
         return result  # the error analysis would go nowhere
     folder = f"evaluation/{split}"
     local = os.path.join(output_dir, folder) if output_dir else tempfile.mkdtemp(prefix="foodpipe-evaluation-")
-    files = write_error_analysis(local, metadata["classes"], split, labels, probabilities, ids, mistakes)
-    if run_id:
-        from mlflow.entities import Metric
+    try:
+        files = write_error_analysis(local, metadata["classes"], split, labels, probabilities, ids, mistakes)
+        if run_id:
+            from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(f"{split}_{key}", float(value), now, 0)
-                                          for key, value in result.items() if key != "top_k"])
-        for path in files:
-            client.log_artifact(run_id, path, folder)
-        result["run_id"] = run_id
-    if not output_dir:
-        shutil.rmtree(local, ignore_errors=True)
+            now = int(time.time() * 1000)
+            client.log_batch(run_id, metrics=[Metric(f"{split}_{key}", float(value), now, 0)
+                                              for key, value in result.items() if key != "top_k"])
+            for path in files:
+                client.log_artifact(run_id, path, folder)
+            result["run_id"] = run_id
+    finally:
+        if not output_dir:
+            shutil.rmtree(local, ignore_errors=True)
     return result
 
 

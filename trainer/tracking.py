@@ -7,6 +7,7 @@ warning. An unreachable server at the *start* is an error, raised before any tra
 
 import logging
 import os
+import shutil
 import tempfile
 import time
 from urllib.parse import urlparse
@@ -107,7 +108,25 @@ def experiment_id(client, name: str, create: bool = True) -> str:
         raise refusal(exc, client.tracking_uri, f"to create the experiment {name!r}") or exc
 
 
-class NullWriter:
+class Scratch:
+    """What both writers share: a local folder for files on their way to MLflow (plots, the saved
+    model), made on first use and removed by ``finish``, so a file whose upload is being retried
+    stays until the run ends and no run leaves its files behind."""
+
+    _scratch: str | None = None
+
+    def scratch_dir(self) -> str:
+        if self._scratch is None:
+            self._scratch = tempfile.mkdtemp(prefix="foodpipe-run-")
+        return self._scratch
+
+    def remove_scratch(self) -> None:
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+
+class NullWriter(Scratch):
     """Logs nothing: the writer of the workers that are not the chief (only the chief logs)."""
 
     run_id = None
@@ -125,10 +144,11 @@ class NullWriter:
         return None
 
     def finish(self, status: str = "FINISHED") -> list[str]:
+        self.remove_scratch()
         return []
 
 
-class MlflowWriter:
+class MlflowWriter(Scratch):
     def __init__(self, tracking_uri: str, experiment: str, run_name: str | None = None):
         self.client = connect(tracking_uri)
         self.tracking_uri = self.client.tracking_uri
@@ -197,7 +217,7 @@ class MlflowWriter:
 
     def log_model(self, model, example_jpeg: bytes) -> str:
         """The serving model as the run's ``model`` (see ``save_model``)."""
-        path = save_model(model, example_jpeg)
+        path = save_model(model, example_jpeg, self.scratch_dir())
         self._attempt("the model", lambda: self.client.log_artifacts(self.run_id, path, MODEL_ARTIFACT))
         return f"runs:/{self.run_id}/{MODEL_ARTIFACT}"
 
@@ -208,11 +228,13 @@ class MlflowWriter:
         if lost:
             log.warning("MLflow at %s stayed unreachable; not logged to run %s: %s", logs.redact(self.tracking_uri),
                         self.run_id, "; ".join(lost))
+        self.remove_scratch()
         return lost
 
 
-def save_model(serving_model, example_jpeg: bytes) -> str:
-    """Save the serving model as one MLflow model in a fresh local folder; returns the folder.
+def save_model(serving_model, example_jpeg: bytes, scratch: str) -> str:
+    """Save the serving model as one MLflow model in a new folder under the local folder
+    ``scratch``; returns the model's folder.
 
     Two flavours over two copies of the same graph:
     - ``python_function``: ``trainer/mlflow_pyfunc.py`` over the TensorFlow SavedModel in
@@ -233,7 +255,7 @@ def save_model(serving_model, example_jpeg: bytes) -> str:
     from trainer import mlflow_pyfunc, serving
 
     class_names = serving.parts(serving_model)[0].class_names
-    scratch = tempfile.mkdtemp(prefix="foodpipe-model-")
+    scratch = tempfile.mkdtemp(prefix="model-", dir=scratch)
     saved_model = os.path.join(scratch, "saved_model")
     serving.export_saved_model(serving_model, saved_model)
     storage.write_json(os.path.join(saved_model, mlflow_pyfunc.CLASSES_FILE), class_names)

@@ -9,7 +9,6 @@ import hashlib
 import logging
 import math
 import os
-import tempfile
 
 import keras
 import numpy as np
@@ -185,7 +184,7 @@ def log_outputs(writer, model: keras.Model, config: TrainConfig, metadata: dict,
                 val_confusion: np.ndarray) -> str | None:
     """Pictures (training curves, the kept epoch's val confusion matrix), the dataset's metadata and
     the serving model (``tracking.save_model``)."""
-    scratch = tempfile.mkdtemp(prefix="foodpipe-run-")
+    scratch = writer.scratch_dir()
     classes = metadata["classes"]
     writer.log_artifact(report.plot_training_curves(history, os.path.join(scratch, "training_curves.png")), "plots")
     writer.log_artifact(report.plot_confusion_matrix(val_confusion, classes,
@@ -296,15 +295,14 @@ def train_and_evaluate(config: TrainConfig, writer=None, progress: bool = True) 
     try:
         last_logs = fit(config, strategy, model, metadata, initial_epoch, callbacks, progress)
         kept_epoch, kept_logs = keep_epoch(config, best, last_logs, writer)
+        model_uri = log_outputs(writer, model, config, metadata, history, kept_logs[f"val_{CONFUSION}"]) \
+            if chief else None
     except tf.errors.DataLossError:
         writer.finish("FAILED")
         raise explain_input_error(config, metadata) from None
     except BaseException:
         writer.finish("FAILED")
         raise
-
-    model_uri = log_outputs(writer, model, config, metadata, history, kept_logs[f"val_{CONFUSION}"]) \
-        if chief else None
     writer.finish("FINISHED")
     if checkpoint:
         checkpoint.clear()
