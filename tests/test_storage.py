@@ -57,6 +57,9 @@ def test_write_from_an_open_file_copies_from_its_position_to_its_end(root, monke
         f.seek(len(b"skipped|"))
         storage.write(uri.join(folder, "from-file.bin"), f, settings)
     assert storage.read(uri.join(folder, "from-file.bin"), settings) == bytes(range(256)) * 3
+    with tempfile.TemporaryFile() as empty:  # an empty shard is written this way too
+        storage.write(uri.join(folder, "empty.bin"), empty, settings)
+    assert storage.read(uri.join(folder, "empty.bin"), settings) == b""
 
 
 def test_a_missing_file_reads_as_file_not_found_and_describes_in_one_line(root):
