@@ -84,9 +84,18 @@ def warm_input(input_uri: str, settings) -> int:
     return sum(len(storage.read(path, settings)) for path in storage.list_files(input_uri, settings))
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median wall time (the lower middle one of an even count)."""
+    return sorted(runs, key=lambda run: run["seconds"])[(len(runs) - 1) // 2]
+
+
 def bench_preprocess(input_uri: str, extra: list[str], runner_flags: list[str] = (),
-                     settings=None) -> dict:
-    """``extra``: flags for both (``--s3-endpoint``); ``runner_flags``: Beam flags for the job alone."""
+                     settings=None, repeats: int = 1) -> dict:
+    """``extra``: flags for both (``--s3-endpoint``); ``runner_flags``: Beam flags for the job alone.
+    With ``repeats`` > 1 the job and the loop run that many times, alternately (so a drift of the
+    machine touches both alike), and the figures are each one's median run's."""
+    if repeats < 1:
+        raise FoodpipeError(f"--repeats must be at least 1, got {repeats}")
     warm_input(input_uri, settings)
     with tempfile.TemporaryDirectory(prefix="foodpipe-bench-") as tmp:
         beam_out, loop_out = os.path.join(tmp, "beam"), os.path.join(tmp, "loop")
@@ -94,8 +103,11 @@ def bench_preprocess(input_uri: str, extra: list[str], runner_flags: list[str] =
                *runner_flags]
         loop = [sys.executable, "-m", "beam_pipelines.single_process", "--input", input_uri, "--output", loop_out,
                 *extra]
-        beam_run = measure(job)
-        loop_run = measure(loop)
+        beam_runs, loop_runs = [], []
+        for _ in range(repeats):
+            beam_runs.append(measure(job))
+            loop_runs.append(measure(loop))
+        beam_run, loop_run = median_run(beam_runs), median_run(loop_runs)
         metadata = datasets.load_metadata(beam_out)
         images = metadata["images"] + metadata["rejected"]
         result = {
@@ -112,6 +124,9 @@ def bench_preprocess(input_uri: str, extra: list[str], runner_flags: list[str] =
             "same_output": same_output(beam_out, loop_out),
             **work_figures(beam_run["stderr"], images, beam_run["seconds"]),
         }
+        if repeats > 1:
+            result["beam_seconds_each"] = [round(run["seconds"], 2) for run in beam_runs]
+            result["single_loop_seconds_each"] = [round(run["seconds"], 2) for run in loop_runs]
     return result
 
 

@@ -67,7 +67,8 @@ def cmd_bench_preprocess(args) -> dict:
         ([f"--dask_client_address={args.dask_client_address}"] if args.dask_client_address else []) + \
         ([f"--direct_num_workers={args.direct_num_workers}"] if args.direct_num_workers else [])
     return bench.print_table(bench.bench_preprocess(args.input, ["--s3-endpoint", args.s3_endpoint]
-                                                    if args.s3_endpoint else [], runner, _s3_settings(args)))
+                                                    if args.s3_endpoint else [], runner, _s3_settings(args),
+                                                    args.repeats))
 
 
 def cmd_bench_input(args) -> dict:
@@ -161,6 +162,8 @@ def add_bench_commands(bench) -> None:
     p.add_argument("--runner", help="the job's Beam runner (default: the DirectRunner, one worker per core)")
     p.add_argument("--dask-client-address", help="with --runner DaskRunner: the scheduler, tcp://HOST:PORT")
     p.add_argument("--direct-num-workers", type=int, help="DirectRunner worker processes (default: one per core)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="runs of the job and of the loop, alternated; the figures are each one's median run's")
     s3_flag(p)
     p = add_command(benchmarks, "input", cmd_bench_input,
                     "input throughput: decode-only, train and eval pipelines, the seed's Sequence")

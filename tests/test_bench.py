@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 def test_bench_preprocess_reports_every_figure(raw_dataset, tmp_path):
     report = tmp_path / "bench.json"
-    result = foodpipe("bench", "preprocess", "--input", raw_dataset, "--json", str(report))
+    result = foodpipe("bench", "preprocess", "--input", raw_dataset, "--repeats", "2", "--json", str(report))
     assert result.returncode == 0, result.stderr
     figures = json.loads(report.read_text())
     for key in ("beam_img_per_s", "single_loop_img_per_s", "beam_vs_single_loop", "beam_peak_rss_mb",
@@ -24,12 +24,19 @@ def test_bench_preprocess_reports_every_figure(raw_dataset, tmp_path):
     assert figures["workers"] == len(figures["worker_shares"]) >= 1 and sum(figures["worker_shares"]) == 51
     assert figures["beam_steady_img_per_s"] >= figures["beam_img_per_s"] > 0
     assert 0 < figures["beam_fixed_seconds"] < figures["beam_seconds"]
+    # Two runs each, alternated; the figures are the median (of two: the faster) run's.
+    assert len(figures["beam_seconds_each"]) == len(figures["single_loop_seconds_each"]) == 2
+    assert figures["beam_seconds"] == min(figures["beam_seconds_each"])
+    assert figures["single_loop_seconds"] == min(figures["single_loop_seconds_each"])
 
 
 def test_bench_needs_an_input():
     result = foodpipe("bench", "preprocess")
     assert result.returncode == 2 and "the following arguments are required: --input" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("foodpipe: error:")
+    result = foodpipe("bench", "preprocess", "--input", "/no/matter", "--repeats", "0")
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "foodpipe: error: --repeats must be at least 1, got 0"]
 
 
 INPUT_KEYS = ("decode_only_img_per_s", "train_pipeline_img_per_s", "eval_pipeline_img_per_s",
