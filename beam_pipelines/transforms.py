@@ -39,7 +39,6 @@ class ImageRecord:
     height: int
     width: int
     stored_size: int
-    converted: bool
     sums: images.PixelSums
     split: str | None = None
     converted_uri: str | None = None  # where the converted bytes wait; None: the raw file is stored as it is
@@ -128,7 +127,7 @@ class InspectImageFn(beam.DoFn):
         return ImageRecord(
             image_id=image_id, uri=path, class_name=class_name, label=self.labels[class_name],
             height=found.height, width=found.width, stored_size=found.stored_size,
-            converted=found.converted, sums=found.sums, converted_uri=converted_uri,
+            sums=found.sums, converted_uri=converted_uri,
         )
 
 

@@ -56,10 +56,13 @@ class Inspection:
     reason: str | None = None
     height: int = 0
     width: int = 0
-    converted: bool = False
     stored_size: int = 0
     sums: PixelSums = ZERO_SUMS
     converted_data: bytes | None = None  # the stored bytes when they are not the raw bytes
+
+    @property
+    def converted(self) -> bool:
+        return self.converted_data is not None
 
 
 class Rejected(ValueError):
@@ -132,6 +135,6 @@ def inspect(data: bytes, policy: StorePolicy = DEFAULT_POLICY) -> Inspection:
         return Inspection(reason=str(exc))
     width, height = image.size
     return Inspection(
-        height=height, width=width, converted=stored is not data, stored_size=len(stored), sums=pixel_sums(image),
+        height=height, width=width, stored_size=len(stored), sums=pixel_sums(image),
         converted_data=None if stored is data else stored,
     )

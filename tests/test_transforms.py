@@ -15,8 +15,8 @@ from tests.test_images import jpeg
 
 def record(image_id, split_name=None, sums=images.ZERO_SUMS):
     class_name = image_id.split("/")[0]
-    return transforms.ImageRecord(image_id, f"/x/images/{image_id}.jpg", class_name, 0, 10, 10, 100, False,
-                                  sums, split_name)
+    return transforms.ImageRecord(image_id, f"/x/images/{image_id}.jpg", class_name, 0, 10, 10, 100, sums,
+                                  split_name)
 
 
 def pipeline():
@@ -61,8 +61,8 @@ def test_read_and_validate_accepts_and_rejects(tmp_path):
         paths = sorted(str(path) for path in (tmp_path / "images").glob("*/*"))
         accepted, rejected = p | transforms.ReadAndValidate(paths, str(tmp_path / "images"), ["pizza", "ramen"],
                                                             images.StorePolicy(), S3Settings(), str(tmp_path / "conv"))
-        assert_that(accepted | beam.Map(lambda r: (r.image_id, r.label, r.converted, r.converted_uri is not None)),
-                    equal_to([("pizza/1", 0, False, False), ("ramen/3", 1, True, True)]), label="accepted")
+        assert_that(accepted | beam.Map(lambda r: (r.image_id, r.label, r.converted_uri is not None)),
+                    equal_to([("pizza/1", 0, False), ("ramen/3", 1, True)]), label="accepted")
         assert_that(rejected | beam.Map(lambda r: (os.path.basename(r.uri), r.reason)),
                     equal_to([("2.jpg", "empty file")]), label="rejected")
     # The grey JPEG was converted once, when validated; its shard is written from this copy.
