@@ -8,7 +8,7 @@ import tempfile
 import threading
 import time
 
-from foodpipe import storage
+from foodpipe import logs, storage
 
 log = logging.getLogger("foodpipe.preprocess")
 
@@ -23,7 +23,7 @@ class Progress:
     def __init__(self, total: int):
         self.total = total
         self.folder = tempfile.mkdtemp(prefix="foodpipe-progress-")
-        self.interval = float(os.environ.get("FOODPIPE_PROGRESS_SECONDS", "10"))
+        self.interval = logs.progress_seconds()
         self.started = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._report_until_stopped, name="preprocess-progress", daemon=True)

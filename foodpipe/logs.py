@@ -104,6 +104,12 @@ def stop_filtering_stderr(timeout_s: float = 5.0) -> None:
     _stderr_filter = None
 
 
+def progress_seconds() -> float:
+    """How often a progress line is printed when the output is not a terminal (the trainer's steps,
+    the job's validation): ``FOODPIPE_PROGRESS_SECONDS``, default 10."""
+    return float(os.environ.get("FOODPIPE_PROGRESS_SECONDS", "10"))
+
+
 def setup(verbose: bool = False) -> None:
     if getattr(setup, "done", False):
         return

@@ -10,7 +10,6 @@ matrix across replicas; accuracy is read from the matrix (``metrics.accuracy``),
 reads it, and the kept epoch's val matrix is the run's confusion-matrix plot, with no second pass.
 """
 
-import os
 import sys
 import time
 
@@ -18,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from foodpipe import logs
 from trainer import metrics
 
 SUM = tf.distribute.ReduceOp.SUM
@@ -32,7 +32,7 @@ class StepProgress:
     def __init__(self, epoch: int, epochs: int, steps: int, batch_size: int, stream=None):
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
-        self.interval = float(os.environ.get("FOODPIPE_PROGRESS_SECONDS", "10"))
+        self.interval = logs.progress_seconds()
         self.prefix, self.steps, self.batch_size = f"Epoch {epoch}/{epochs}", steps, batch_size
         self.started = self.shown = time.perf_counter()
 
