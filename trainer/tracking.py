@@ -255,11 +255,11 @@ def save_model(serving_model, example_jpeg: bytes, scratch: str) -> str:
     from trainer import mlflow_pyfunc, serving
 
     class_names = serving.parts(serving_model)[0].class_names
-    scratch = tempfile.mkdtemp(prefix="model-", dir=scratch)
-    saved_model = os.path.join(scratch, "saved_model")
+    folder = tempfile.mkdtemp(prefix="model-", dir=scratch)
+    saved_model = os.path.join(folder, "saved_model")
     serving.export_saved_model(serving_model, saved_model)
     storage.write_json(os.path.join(saved_model, mlflow_pyfunc.CLASSES_FILE), class_names)
-    code_paths = [os.path.join(scratch, "code", name) for name in ("foodpipe_pyfunc.py", "foodpipe_images.py")]
+    code_paths = [os.path.join(folder, "code", name) for name in ("foodpipe_pyfunc.py", "foodpipe_images.py")]
     for source, copy in zip((mlflow_pyfunc.__file__, images.__file__), code_paths):
         storage.write(copy, storage.read(source))
 
@@ -267,7 +267,7 @@ def save_model(serving_model, example_jpeg: bytes, scratch: str) -> str:
         inputs=Schema([ColSpec("binary", mlflow_pyfunc.INPUT_COLUMN)]),
         outputs=Schema([ColSpec("string", "class")] +
                        [ColSpec("double", name) for name in mlflow_pyfunc.output_columns(class_names)[1:]]))
-    path = os.path.join(scratch, MODEL_ARTIFACT)
+    path = os.path.join(folder, MODEL_ARTIFACT)
     requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"pandas=={pd.__version__}",
                     f"pillow=={images.Image.__version__}"]
     mlflow.pyfunc.save_model(
@@ -275,7 +275,7 @@ def save_model(serving_model, example_jpeg: bytes, scratch: str) -> str:
         code_paths=code_paths, signature=signature,
         input_example=pd.DataFrame({mlflow_pyfunc.INPUT_COLUMN: [example_jpeg]}), pip_requirements=requirements)
 
-    keras_only = os.path.join(scratch, "keras")
+    keras_only = os.path.join(folder, "keras")
     mlflow.keras.save_model(serving_model, keras_only, pip_requirements=requirements)
     keras_file = os.path.join("data", "model.keras")
     storage.write(os.path.join(path, keras_file), storage.read(os.path.join(keras_only, keras_file)))
