@@ -20,11 +20,17 @@ EXIT_BUG, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 PREFIX = "foodpipe: error:"
 
 
+def has_default(action: argparse.Action) -> bool:
+    """Whether ``action`` has a default worth showing. By identity: ``0 == False``, and a default of
+    0 (``--seed``, ``--corrupt``) is one to show."""
+    return not (action.default is None or action.default is False or action.default == argparse.SUPPRESS)
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows each flag's default (when it has one worth showing) and keeps descriptions as written."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+        if not has_default(action) or "%(default)" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 

@@ -56,11 +56,16 @@ def test_every_flag_has_help_and_shows_its_default():
             if not action.option_strings or action.dest in ("help", "version"):
                 continue
             assert action.help, f"{name} {action.option_strings[0]} has no help"
-            if action.default not in (None, False, argparse.SUPPRESS):
+            if not (action.default is None or action.default is False or action.default is argparse.SUPPRESS):
                 shown = "(default: " in parser._get_formatter()._get_help_string(action) or \
                         "default" in action.help
                 assert shown, f"{name} {action.option_strings[0]} does not show its default"
         assert "``" not in text, f"{name}'s help shows raw reStructuredText"
+    for name, flag in (("synth", "--seed"), ("synth", "--corrupt"), ("preprocess", "--seed"), ("train", "--seed"),
+                       ("train", "--noise-std"), ("train", "--freeze-fraction")):
+        action = next(a for a in parsers[name]._actions if flag in a.option_strings)
+        assert action.default == 0 and "(default: " in parsers[name]._get_formatter()._get_help_string(action), \
+            f"{name} {flag}"  # 0 == False: a default of 0 was once taken for 'no default'
     train = parsers["train"].format_help()
     for choices in ("{resnet,nasnet}", "{adam,sgd}", "{auto,default,mirrored,multiworker}"):
         assert choices in train
