@@ -70,18 +70,23 @@ def upload(src: str, dest: str, settings: s3.S3Settings, workers: int = DEFAULT_
         return len(body)
 
     def run(items: Iterator[UploadItem]) -> None:
-        with concurrent.futures.ThreadPoolExecutor(workers) as pool, \
-                tqdm(desc="upload", unit="obj", disable=not show_progress) as bar:
-            pending = set()
-            for item in items:
-                if present.get(uri.join(dest, item.key_suffix)) == item.size:
-                    stats["skipped"] += 1
-                    bar.update()
-                    continue
-                pending.add(pool.submit(put, item))
-                if len(pending) >= 4 * workers:  # bounded memory when streaming an archive
-                    pending = _drain(pending, stats, bar, wait_all=False)
-            _drain(pending, stats, bar, wait_all=True)
+        pool = concurrent.futures.ThreadPoolExecutor(workers)
+        try:
+            with tqdm(desc="upload", unit="obj", disable=not show_progress) as bar:
+                pending = set()
+                for item in items:
+                    if present.get(uri.join(dest, item.key_suffix)) == item.size:
+                        stats["skipped"] += 1
+                        bar.update()
+                        continue
+                    pending.add(pool.submit(put, item))
+                    if len(pending) >= 4 * workers:  # bounded memory when streaming an archive
+                        pending = _drain(pending, stats, bar, wait_all=False)
+                _drain(pending, stats, bar, wait_all=True)
+        finally:
+            # On an error or Ctrl-C, leave at once: waiting would block on a PUT that may never
+            # be answered. The objects already written stay; a rerun skips them.
+            pool.shutdown(wait=False, cancel_futures=True)
 
     try:
         if os.path.isdir(src):

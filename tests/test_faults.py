@@ -3,6 +3,7 @@ keeps its objects), concurrent jobs into one output, many small objects, concurr
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -65,6 +66,29 @@ def test_upload_cut_off_by_an_outage_completes_on_rerun_without_duplicates(s3_en
     assert again.returncode == 0, again.stderr[-2000:]
     assert "skipped 0 " not in again.stdout
     assert objects(s3_client, "faults", "up/") == {f"up/{key}": size for key, size in expected.items()}
+    proxy.stop()
+
+
+def test_ctrl_c_during_an_upload_exits_130_at_once_and_a_rerun_completes(s3_endpoint, s3_client, tmp_path):
+    """Interrupted while one PUT hangs unanswered (held by the proxy): the command must not wait for it."""
+    expected = small_files(str(tmp_path / "src"), 40)
+    proxy = proxy_for(s3_endpoint)
+    proxy.hold_on(rb"PUT /faults/interrupted/", nth=5)
+    env = {**os.environ, "AWS_ENDPOINT_URL": proxy.url}
+    proc = start(["upload", str(tmp_path / "src"), "s3://faults/interrupted", "--create-bucket", "--quiet",
+                  "--workers", "2"], env)
+    try:
+        assert proxy.cut.wait(timeout=120), "the upload never reached its fifth PUT"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proxy.release()
+    assert proc.returncode == 130, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == "foodpipe: interrupted"
+
+    again = foodpipe("upload", str(tmp_path / "src"), "s3://faults/interrupted", "--quiet", env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert objects(s3_client, "faults", "interrupted/") == {f"interrupted/{k}": size for k, size in expected.items()}
     proxy.stop()
 
 
@@ -209,7 +233,8 @@ def test_two_runs_that_find_a_dead_holder_take_the_lock_over_one_at_a_time(where
         (tmp_path / "ds" / output.LOCK_FILE).write_text(stale)
         target = str(tmp_path / "ds")
 
-    both_saw_it_dead, both_tried = threading.Barrier(2), threading.Barrier(2)
+    # A timeout only so that a contender that failed unexpectedly breaks the barrier instead of hanging.
+    both_saw_it_dead, both_tried = threading.Barrier(2, timeout=120), threading.Barrier(2, timeout=120)
     is_dead = output._is_dead_local_run
 
     def is_dead_then_wait(holder):
