@@ -1,6 +1,8 @@
 import io
+import json
 import struct
-import tracemalloc
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 from PIL import Image
 
 from foodpipe import images
+from tests.conftest import REPO
 
 
 def jpeg(mode="RGB", size=(120, 90), fmt="JPEG", seed=0) -> bytes:
@@ -19,13 +22,35 @@ def jpeg(mode="RGB", size=(120, 90), fmt="JPEG", seed=0) -> bytes:
     return buffer.getvalue()
 
 
-def png_declaring(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb)."""
+def png(width: int, height: int, idat: bytes) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels (its pixel data is cut short)."""
+    return png(width, height, zlib.compress(b"\0" * 64))
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A small PNG that really decodes to ``width`` x ``height`` black RGB pixels."""
+    compressor, row = zlib.compressobj(9), b"\0" * (1 + 3 * width)  # each row: filter byte, then pixels
+    return png(width, height, b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush())
+
+
+PEAK_GROWTH = """
+import json, resource, sys
+from foodpipe import images
+from tests.test_images import png_bomb
+data = png_bomb(int(sys.argv[1]), int(sys.argv[2]))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+reason = images.inspect(data).reason
+print(json.dumps({"reason": reason, "bytes": len(data),
+                  "peak_growth": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024}))
+"""
 
 
 def test_rgb_jpeg_is_stored_byte_for_byte():
@@ -71,13 +96,22 @@ def test_bad_images_are_rejected_with_a_reason(data, reason):
 
 
 def test_decompression_bomb_is_rejected_without_allocating_it():
-    bomb = png_declaring(60_000, 60_000)  # 3.6 G pixels, ~10 GB decoded
-    tracemalloc.start()
-    found = images.inspect(bomb)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    assert found.reason.startswith(("too many pixels", "decompression bomb"))
-    assert peak < 5_000_000
+    """A ~190 KB PNG that decodes to 8000 x 8000 pixels (192 MB; decoding it raises a process's
+    peak by ~240 MB): above foodpipe's ``max_pixels``, below Pillow's own bomb limit, so foodpipe's
+    check is what stops it. Measured as the peak RSS of a child process (tracemalloc does not see
+    Pillow's pixel buffers)."""
+    child = subprocess.run([sys.executable, "-c", PEAK_GROWTH, "8000", "8000"], capture_output=True, text=True,
+                           cwd=REPO, timeout=300)
+    assert child.returncode == 0, child.stderr[-2000:]
+    found = json.loads(child.stdout)
+    assert found["bytes"] < 250_000 and 8000 * 8000 < Image.MAX_IMAGE_PIXELS
+    assert found["reason"] == f"too many pixels: 8000x8000 > {images.DEFAULT_MAX_PIXELS}"
+    assert found["peak_growth"] < 30_000_000, found
+
+
+def test_pillow_own_bomb_limit_is_a_reason_too():
+    found = images.inspect(png_declaring(60_000, 60_000))  # 3.6 G pixels: Pillow refuses to open it
+    assert found.reason.startswith("decompression bomb"), found.reason
 
 
 def test_max_pixels_is_configurable():
