@@ -66,22 +66,52 @@ def test_first_layer_scales_uint8_pixels_with_the_dataset_statistics(name, tmp_p
     np.testing.assert_allclose(scaled_input(reloaded, pixels), (pixels - np.array(mean)) / np.array(std), atol=1e-4)
 
 
-def test_pretrained_nasnet_gets_the_scaling_its_weights_expect(tmp_path):
-    """ImageNet NASNetMobile was trained on pixels in [-1, 1] (Keras' nasnet.preprocess_input)."""
+def nasnet_weights_file(folder) -> tuple[str, dict]:
+    """A NASNetMobile no-top weights file (standing in for Keras' ``NASNet-mobile-no-top.h5``: no
+    download here) and its base's weights by layer name."""
     import keras
 
     scratch = models.build("nasnet", num_classes=3, image_size=32, weights=None, dense_units=8)
     base = keras.Model(scratch.input, scratch.get_layer("normal_concat_12").output)
-    weights = str(tmp_path / "nasnet-no-top.weights.h5")
-    base.save_weights(weights)  # stands in for Keras' NASNet-mobile-no-top.h5 (no download here)
+    weights = str(folder / "nasnet-no-top.weights.h5")
+    base.save_weights(weights)
+    return weights, {layer.name: layer.get_weights() for layer in base.layers if layer.weights}
+
+
+def assert_base_weights_are(model, expected: dict):
+    compared = 0
+    for name, values in expected.items():
+        for loaded, saved in zip(model.get_layer(name).get_weights(), values):
+            np.testing.assert_array_equal(loaded, saved, err_msg=name)
+            compared += 1
+    assert compared > 500  # NASNetMobile's convolutions and batch norms, not a handful
+
+
+def test_pretrained_nasnet_gets_the_scaling_its_weights_expect(tmp_path):
+    """ImageNet NASNetMobile was trained on pixels in [-1, 1] (Keras' nasnet.preprocess_input)."""
+    weights, saved = nasnet_weights_file(tmp_path)
     pretrained = models.build("nasnet", num_classes=3, image_size=32, weights=weights, dense_units=8,
                               pixel_stats=([120.0] * 3, [50.0] * 3))
+    assert_base_weights_are(pretrained, saved)
     pixels = np.array([[[[0, 127, 255]]]], np.uint8).repeat(32, 1).repeat(32, 2)
     np.testing.assert_allclose(scaled_input(pretrained, pixels)[0, 0, 0], [-1, 127 / 127.5 - 1, 1], atol=1e-6)
     from keras.applications import nasnet
 
     np.testing.assert_allclose(scaled_input(pretrained, pixels), nasnet.preprocess_input(pixels.astype("float32")),
                                atol=1e-6)
+
+
+def test_imagenet_weights_go_through_keras_own_download(tmp_path, monkeypatch):
+    """``--weights imagenet``: Keras fetches ``nasnet_mobile_no_top.h5`` with ``get_file`` (and its
+    cache); here a local file is what ``get_file`` hands back, so the loading code itself runs."""
+    from keras.src.utils import file_utils
+
+    weights, saved = nasnet_weights_file(tmp_path)
+    asked = []
+    monkeypatch.setattr(file_utils, "get_file", lambda name, *args, **kwargs: asked.append(name) or weights)
+    pretrained = models.build("nasnet", num_classes=3, image_size=32, weights="imagenet", dense_units=8)
+    assert asked == ["nasnet_mobile_no_top.h5"]
+    assert_base_weights_are(pretrained, saved)
 
 
 @pytest.mark.parametrize("name,kwargs,quoted", [
