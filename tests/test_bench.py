@@ -64,7 +64,7 @@ def test_bench_input_on_s3_reports_every_figure(raw_on_s3, s3_env, tmp_path):
 
 def test_bench_input_names_a_missing_dataset(tmp_path):
     result = foodpipe("bench", "input", "--data", str(tmp_path))
-    assert result.returncode != 0 and "dataset incomplete" in result.stderr
+    assert result.returncode == 2 and "dataset incomplete" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -3,6 +3,7 @@
 import io
 import json
 import os
+from collections import Counter
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -51,7 +52,12 @@ def test_the_command_reports_progress_counters_and_its_result_line(run):
 
 def test_metadata_describes_the_dataset(job):
     output, metadata = job
-    assert metadata == json.load(open(os.path.join(output, schema.METADATA_FILE)))
+    _, examples = read_local_dataset(output)  # what the shards hold, counted apart from metadata.json
+    for name, info in metadata["splits"].items():
+        stored = [e for e in examples if e["split"] == name]
+        assert info["count"] == len(stored)
+        assert info["class_counts"] == dict(Counter(e[schema.CLASS_TEXT].decode() for e in stored))
+    assert metadata["images"] == len(examples)
     assert metadata["schema_version"] == 1
     assert metadata["classes"] == ["apple_pie", "bibimbap", "cannoli"]
     assert metadata["rejected"] == 3 and sum(metadata["rejected_reasons"].values()) == 3
@@ -168,7 +174,7 @@ def test_classes_file_keeps_only_those_classes(raw_dataset, tmp_path):
 def test_bad_flags_fail_with_one_line(raw_dataset, tmp_path, extra, message):
     out = tmp_path / "ds"
     result = foodpipe("preprocess", "--input", raw_dataset, "--output", str(out), *extra)
-    assert result.returncode != 0
+    assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
@@ -186,6 +192,6 @@ def test_unknown_class_empty_input_and_output_inside_input(raw_dataset, tmp_path
     cases.append((["--input", str(tmp_path / "empty"), "--output", str(tmp_path / "c")], "no images found"))
     for args, message in cases:
         result = foodpipe("preprocess", *args)
-        assert result.returncode != 0 and message in result.stderr, result.stderr
+        assert result.returncode == 2 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     assert not os.path.exists(os.path.join(raw_dataset, "out"))

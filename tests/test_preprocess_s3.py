@@ -39,8 +39,9 @@ def test_s3_to_s3(raw_on_s3, s3_env, s3_client, tmp_path):
     assert secret not in json.dumps(metadata) and secret not in result.stderr
 
 
-def one_line_failure(result, message):
-    assert result.returncode != 0
+def one_line_failure(result, message, code=2):
+    """Bad input found before any worker starts: exit code 2 (README "Exit codes")."""
+    assert result.returncode == code, (result.returncode, result.stderr)
     assert message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
@@ -56,6 +57,7 @@ def test_wrong_credentials(raw_on_s3, s3_env, s3_client):
     env = {**s3_env, "AWS_ACCESS_KEY_ID": "not-the-key"}
     one_line_failure(foodpipe("preprocess", "--input", raw_on_s3, "--output", "s3://datasets/wrong", env=env),
                      "rejected the credentials")
+    one_line_failure(foodpipe("upload", "/tmp", "s3://raw/x", env=env), "rejected the credentials")
     assert "not-the-key" not in foodpipe("upload", "/tmp", "s3://raw/x", env=env).stderr
     assert "wrong/" not in {o["Key"] for o in s3_client.list_objects_v2(Bucket="datasets").get("Contents", [])}
 

@@ -35,7 +35,7 @@ def test_images_are_food101_sized_with_some_odd_formats(tmp_path):
 
 def test_bad_arguments_give_one_line(tmp_path):
     result = foodpipe("synth", str(tmp_path), "--classes", "0", "--per-class", "3")
-    assert result.returncode != 0 and "--classes must be between" in result.stderr
+    assert result.returncode == 2 and "--classes must be between" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -48,5 +48,5 @@ def test_upload_of_the_official_archive_layout(raw_dataset, s3_env, s3_client, t
 ])
 def test_upload_bad_input(s3_env, src, dest, message):
     result = foodpipe("upload", src, dest, "--quiet", env=s3_env)
-    assert result.returncode != 0 and message in result.stderr
+    assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
