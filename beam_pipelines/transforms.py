@@ -1,7 +1,6 @@
 """The job's DoFns and composite PTransforms. Small records (ids, sizes, pixel sums) travel
-through the shuffles; image bytes are read where they are used, so a worker's memory is bounded
-by a bundle and one image, not by the dataset or the shard size (a shard is encoded into a local
-temporary file, then written in one piece).
+through the shuffles; image bytes are read where they are used, and a shard is encoded into a
+local temporary file, then written in one piece, never held in memory whole.
 An image that has to be converted (not an RGB JPEG, or over --max-side) is converted once, when it
 is validated: the converted bytes wait in a folder of the staging area until its shard is written."""
 

@@ -1,3 +1,6 @@
+import json
+
+import pytest
 import tensorflow as tf
 
 from foodpipe import schema
@@ -64,3 +67,16 @@ def test_shard_names():
     assert schema.is_shard_name(name)
     assert not schema.is_shard_name("train-3-of-12.tfrecord.tmp")
     assert not schema.is_shard_name("other-00000-of-00001.tfrecord")
+
+
+@pytest.mark.parametrize("content,found", [({"schema_version": 2, "classes": ["a"]}, "2"),
+                                           ({"classes": ["a"]}, "None"), ([1, 2], "None")])
+def test_a_dataset_of_another_schema_version_is_refused(tmp_path, content, found):
+    from foodpipe import datasets
+    from foodpipe.errors import FoodpipeError
+
+    (tmp_path / schema.METADATA_FILE).write_text(json.dumps(content))
+    with pytest.raises(FoodpipeError, match=f"has schema_version {found}, this foodpipe reads 1"):
+        datasets.load_metadata(str(tmp_path))
+    (tmp_path / schema.METADATA_FILE).write_text(json.dumps({"schema_version": 1, "classes": ["a"]}))
+    assert datasets.load_metadata(str(tmp_path))["classes"] == ["a"]
