@@ -74,8 +74,12 @@ def features(encoded: bytes, side: int = 16) -> np.ndarray:
     return np.concatenate([small, histogram / histogram.sum() * 3])
 
 
+SVM_C = (0.1, 1.0, 10.0, 100.0)
+
+
 def svm_baseline(dataset: str) -> dict:
-    """An RBF SVM (C=10) on :func:`features`, fitted on the train split, scored on val and test."""
+    """An RBF SVM on :func:`features`, fitted on the train split with each C of ``SVM_C``; the C with
+    the best val accuracy is kept (as the recipe keeps its best epoch on val) and scored on test."""
     import tensorflow as tf
     from sklearn.svm import SVC
 
@@ -89,8 +93,10 @@ def svm_baseline(dataset: str) -> dict:
             pipeline.shard_paths(dataset, metadata, split))]
         splits[split] = (np.stack([features(encoded.numpy()) for encoded, _ in rows]),
                          np.array([int(label) for _, label in rows]))
-    svm = SVC(C=10, gamma="scale").fit(*splits["train"])
-    return {f"{split}_accuracy": float(svm.score(*splits[split])) for split in ("val", "test")}
+    fitted = {c: SVC(C=c, gamma="scale").fit(*splits["train"]) for c in SVM_C}
+    val = {c: svm.score(*splits["val"]) for c, svm in fitted.items()}
+    chosen = max(SVM_C, key=val.get)  # the smallest C among equals
+    return {"C": chosen, "val_accuracy": float(val[chosen]), "test_accuracy": float(fitted[chosen].score(*splits["test"]))}
 
 
 def main(argv=None) -> None:

@@ -14,7 +14,9 @@ from tests.conftest import foodpipe
 def test_default_recipe_on_real_digits_is_far_above_chance_and_near_an_svm(tmp_path):
     raw, data = str(tmp_path / "raw"), str(tmp_path / "digits")
     realdata.write_digits(raw)
-    preprocess.run(["--input", raw, "--output", data])
+    # A test split of ~360 images (one error is 0.3 points), used by neither side to choose: the
+    # recipe keeps its best epoch on val, the SVM its C on val.
+    preprocess.run(["--input", raw, "--output", data, "--split", "0.6,0.2,0.2"])
     mlflow = f"sqlite:///{tmp_path}/mlflow.db"
     # The command, with the defaults (digits change meaning when mirrored: --no-flip).
     trained = foodpipe("train", "--data", data, "--model", "resnet", "--image-size", "64", "--epochs", "15",
@@ -24,12 +26,10 @@ def test_default_recipe_on_real_digits_is_far_above_chance_and_near_an_svm(tmp_p
     evaluated = foodpipe("evaluate", "--model", result["model_uri"], "--data", data, "--split", "test",
                          "--mlflow-uri", mlflow)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    test_accuracy = json.loads(evaluated.stdout.strip().splitlines()[-1])["accuracy"]
+    scores = json.loads(evaluated.stdout.strip().splitlines()[-1])
     baseline = realdata.svm_baseline(data)
-    print(f"digits: recipe val {result['val_accuracy']:.3f} test {test_accuracy:.3f}; "
-          f"RBF SVM val {baseline['val_accuracy']:.3f} test {baseline['test_accuracy']:.3f}")
-    # Runs differ (random crops and augmentations): measured test 0.944-0.989, val 0.975-0.99. The
-    # test split holds 90 images (one error is 1.1 points), so the comparison with the SVM is made
-    # on the 360 val images, where 5 points are 18 errors.
-    assert test_accuracy >= 0.9  # chance is 0.10
-    assert result["val_accuracy"] >= baseline["val_accuracy"] - 0.05
+    print(f"digits: recipe val {result['val_accuracy']:.3f} test {scores['accuracy']:.3f} ({scores['count']} images); "
+          f"RBF SVM (C={baseline['C']}) val {baseline['val_accuracy']:.3f} test {baseline['test_accuracy']:.3f}")
+    assert scores["count"] >= 350
+    assert scores["accuracy"] >= 0.9  # chance is 0.10
+    assert scores["accuracy"] >= baseline["test_accuracy"] - 0.05

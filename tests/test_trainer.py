@@ -143,9 +143,12 @@ def test_evaluate_select_register_and_predict_end_to_end(trained, dataset, mlflo
     experiment = client.get_experiment_by_name("smoke").experiment_id
     worse = client.create_run(experiment).info.run_id
     client.log_metric(worse, "val_accuracy", result["val_accuracy"] - 0.5)
+    trained_loss = client.get_run(result["run_id"]).data.metrics["val_loss"]
+    client.log_metric(worse, "val_loss", trained_loss / 2)  # worse by accuracy, better by loss
     client.set_terminated(worse)
     unfinished = client.create_run(experiment).info.run_id
     client.log_metric(unfinished, "val_accuracy", 2.0)
+    client.log_metric(unfinished, "val_loss", 0.0)
     selected = foodpipe("select", "--experiment", "smoke", "--register", "food-smoke", env=env)
     assert selected.returncode == 0, selected.stderr[-2000:]
     best = last_json(selected.stdout)
@@ -156,7 +159,7 @@ def test_evaluate_select_register_and_predict_end_to_end(trained, dataset, mlflo
     assert table[0].split() == ["run_id", "run_name", "model", "val_accuracy"]
     assert [line.split()[0] for line in table[1:]] == [result["run_id"], worse]  # compared, best first
     by_loss = foodpipe("select", "--experiment", "smoke", "--metric", "val_loss", env=env)
-    assert by_loss.returncode == 0 and last_json(by_loss.stdout)["run_id"] == result["run_id"]  # the only one
+    assert by_loss.returncode == 0 and last_json(by_loss.stdout)["run_id"] == worse  # the lowest loss wins
     missing = foodpipe("select", "--experiment", "smoke", "--metric", "no_such_metric", env=env)
     assert missing.returncode == 2 and "no finished run with a no_such_metric" in missing.stderr
 
@@ -198,6 +201,31 @@ def test_serving_model_on_raw_bytes_matches_eval_pipeline_and_model(dataset, tmp
     exported = tf.saved_model.load(str(tmp_path / "saved_model"))
     np.testing.assert_allclose(exported.serving_default(image_bytes=tf.constant(encoded))["probabilities"].numpy(),
                                expected, atol=1e-4)
+    # serve_images: decoded uint8 pixels of any size, framed and scaled inside the model.
+    preprocess_layer, classifier_part = serving.parts(reloaded)
+    sizes = set()
+    for image in (tf.io.decode_jpeg(e)[tf.newaxis] for e in encoded[:4]):
+        sizes.add(tuple(image.shape[1:3]))
+        served = exported.serve_images(images=image)["probabilities"].numpy()
+        np.testing.assert_allclose(served, classifier_part(preprocess_layer.preprocess_pixels(image)).numpy(), atol=1e-5)
+    assert len(sizes) > 1
+
+
+def test_foodpipe_loader_refuses_a_model_that_would_run_code(tmp_path):
+    """Keras safe mode in foodpipe's own loader (evaluate, predict): a Lambda layer's Python code is
+    refused, from a .keras file and from an MLflow model folder alike."""
+    import keras
+    import mlflow
+
+    from trainer import evaluate
+
+    image = keras.Input((4,))
+    unsafe = keras.Model(image, keras.layers.Lambda(lambda x: x * 2)(image))
+    unsafe.save(tmp_path / "unsafe.keras")
+    mlflow.keras.save_model(unsafe, str(tmp_path / "unsafe-mlflow"))
+    for model_uri in (str(tmp_path / "unsafe.keras"), str(tmp_path / "unsafe-mlflow")):
+        with pytest.raises(FoodpipeError, match="arbitrary code execution"):
+            evaluate.load_model(model_uri)
 
 
 @pytest.fixture(scope="module")
