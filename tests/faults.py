@@ -10,6 +10,7 @@ import socket
 import threading
 
 TAIL_BYTES = 512
+REQUEST_LINE = re.compile(rb"(?:GET|PUT|POST|HEAD|DELETE) /\S* HTTP/1\.[01]")
 
 
 class TcpProxy:
@@ -21,6 +22,7 @@ class TcpProxy:
         self._released = threading.Event()
         self._count_lock = threading.Lock()
         self.cut = threading.Event()  # set when an armed cut (or hold) happened
+        self.requests: list[bytes] = []  # every HTTP request line a client sent through the proxy
         self.host = host
         with socket.socket() as probe:
             probe.bind((host, 0))
@@ -105,6 +107,8 @@ class TcpProxy:
                 pattern, window = self._cut_on, tail + data
                 # Matches that end in this chunk (those within the tail were counted already).
                 found = sum(m.end() > len(tail) for m in pattern.finditer(window)) if watch and pattern else 0
+                if watch:
+                    self.requests += [m.group(0) for m in REQUEST_LINE.finditer(window) if m.end() > len(tail)]
                 tail = window[-TAIL_BYTES:]
                 with self._count_lock:  # several connections count at once; the test may re-arm
                     fire = False

@@ -70,7 +70,9 @@ def test_upload_cut_off_by_an_outage_completes_on_rerun_without_duplicates(s3_en
 
 
 def test_ctrl_c_during_an_upload_exits_130_at_once_and_a_rerun_completes(s3_endpoint, s3_client, tmp_path):
-    """Interrupted while one PUT hangs unanswered (held by the proxy): the command must not wait for it."""
+    """Interrupted while one PUT hangs unanswered (held by the proxy): the command must not wait for
+    it. A command that waits is freed only by the client's read timeout, after which it sends that
+    PUT again: so no PUT may appear twice."""
     expected = small_files(str(tmp_path / "src"), 40)
     proxy = proxy_for(s3_endpoint)
     proxy.hold_on(rb"PUT /faults/interrupted/", nth=5)
@@ -85,6 +87,8 @@ def test_ctrl_c_during_an_upload_exits_130_at_once_and_a_rerun_completes(s3_endp
         proxy.release()
     assert proc.returncode == 130, stderr[-2000:]
     assert stderr.strip().splitlines()[-1] == "foodpipe: interrupted"
+    puts = [line for line in proxy.requests if line.startswith(b"PUT /faults/interrupted/")]
+    assert len(puts) >= 5 and len(set(puts)) == len(puts), puts
 
     again = foodpipe("upload", str(tmp_path / "src"), "s3://faults/interrupted", "--quiet", env=env)
     assert again.returncode == 0, again.stderr[-2000:]
