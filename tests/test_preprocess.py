@@ -59,7 +59,7 @@ def test_metadata_describes_the_dataset(job):
         assert info["class_counts"] == dict(Counter(e[schema.CLASS_TEXT].decode() for e in stored))
     assert metadata["images"] == len(examples)
     assert metadata["schema_version"] == 1
-    assert metadata["classes"] == ["apple_pie", "bibimbap", "cannoli"]
+    assert metadata["classes"] == ["french_toast", "fried_rice", "strawberry_shortcake"]  # synth's first three
     assert metadata["rejected"] == 3 and sum(metadata["rejected_reasons"].values()) == 3
     assert metadata["stats"]["computed_on"] == "train"
     assert metadata["image_sides"]["max"] == 512 and 222 <= metadata["image_sides"]["min"] < 512
@@ -158,10 +158,10 @@ def test_rerun_replaces_the_dataset_cleanly(raw_dataset, tmp_path):
 
 def test_classes_file_keeps_only_those_classes(raw_dataset, tmp_path):
     classes = tmp_path / "classes.txt"
-    classes.write_text("cannoli\n# a comment\napple_pie\n")
+    classes.write_text("strawberry_shortcake\n# a comment\nfrench_toast\n")
     metadata = preprocess.run(["--input", raw_dataset, "--output", str(tmp_path / "ds"),
                                "--classes-file", str(classes)])
-    assert metadata["classes"] == ["apple_pie", "cannoli"]
+    assert metadata["classes"] == ["french_toast", "strawberry_shortcake"]
     assert metadata["images"] == 32
 
 
@@ -182,7 +182,7 @@ def test_bad_flags_fail_with_one_line(raw_dataset, tmp_path, extra, message):
 
 def test_unknown_class_empty_input_and_output_inside_input(raw_dataset, tmp_path):
     classes = tmp_path / "classes.txt"
-    classes.write_text("pizza\napple_pie\n")
+    classes.write_text("pizza\nfrench_toast\n")
     cases = [
         (["--input", raw_dataset, "--output", str(tmp_path / "a"), "--classes-file", str(classes)], "pizza"),
         (["--input", str(tmp_path / "missing"), "--output", str(tmp_path / "b")], "does not exist"),

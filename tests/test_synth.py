@@ -16,9 +16,9 @@ def test_same_seed_same_bytes_and_food101_layout(tmp_path):
                              for d, _, fs in os.walk(tmp_path / "b") for f in fs)
     for relative in files_a:
         assert (tmp_path / "a" / relative).read_bytes() == (tmp_path / "b" / relative).read_bytes()
-    assert (tmp_path / "a" / "meta" / "classes.txt").read_text().split() == ["apple_pie", "bibimbap"]
-    assert len(os.listdir(tmp_path / "a" / "images" / "apple_pie")) + \
-        len(os.listdir(tmp_path / "a" / "images" / "bibimbap")) == 2 * 3 + 3
+    assert (tmp_path / "a" / "meta" / "classes.txt").read_text().split() == ["strawberry_shortcake", "fried_rice"]
+    assert len(os.listdir(tmp_path / "a" / "images" / "strawberry_shortcake")) + \
+        len(os.listdir(tmp_path / "a" / "images" / "fried_rice")) == 2 * 3 + 3
 
 
 def test_images_are_food101_sized_with_some_odd_formats(tmp_path):
