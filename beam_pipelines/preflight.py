@@ -1,9 +1,12 @@
 """Checks made by the driver before any worker starts, so bad input fails fast with one line:
-missing input or bucket, unreachable endpoint, wrong credentials, unknown or empty classes."""
+missing input or bucket, unreachable endpoint, wrong credentials, unknown or empty classes, split
+and group lists that contradict themselves."""
 
+import collections
 import dataclasses
 import math
 
+from beam_pipelines import split
 from foodpipe import classes as class_lists
 from foodpipe import s3, schema, storage, uri
 from foodpipe.errors import FoodpipeError
@@ -19,6 +22,16 @@ def list_input(input_uri: str, settings: s3.S3Settings) -> dict[str, int]:
         raise storage.describe(exc, input_uri, f"listing {input_uri}", settings) from None
 
 
+def locate(path: str, images_root: str) -> tuple[str, str] | None:
+    """``(class_name, image_id)`` for ``ROOT/images/<class>/<file>``, else None."""
+    relative = path[len(images_root):].lstrip("/") if path.startswith(images_root) else ""
+    parts = relative.split("/")
+    if len(parts) != 2 or not all(parts):
+        return None
+    class_name, filename = parts
+    return class_name, f"{class_name}/{filename.rsplit('.', 1)[0]}"
+
+
 def class_totals(files: dict[str, int], input_uri: str) -> dict[str, list[int]]:
     """``{class: [files, bytes]}`` for every class folder under ``INPUT/images/`` holding a file."""
     root = uri.join(input_uri, "images")
@@ -32,13 +45,23 @@ def class_totals(files: dict[str, int], input_uri: str) -> dict[str, list[int]]:
     return found
 
 
+def read_list_file(path: str, what: str, settings: s3.S3Settings | None = None) -> bytes:
+    """The bytes of a list the job was given (classes, split or group file), or a one-line error."""
+    try:
+        return storage.read(path, settings)
+    except FileNotFoundError:
+        raise FoodpipeError(f"cannot read {what} {path}: no such file") from None
+    except Exception as exc:
+        if uri.is_s3(path):
+            raise storage.describe(exc, path, f"reading {what} {path}", settings) from None
+        raise FoodpipeError(f"cannot read {what} {path}: {type(exc).__name__}") from None
+
+
 def read_classes_file(path: str) -> list[str]:
     try:
-        return class_lists.parse(storage.read(path).decode("utf-8"))
-    except FoodpipeError:
-        raise
-    except Exception as exc:
-        raise FoodpipeError(f"cannot read classes file {path}: {type(exc).__name__}") from None
+        return class_lists.parse(read_list_file(path, "classes file").decode("utf-8"))
+    except UnicodeDecodeError:
+        raise FoodpipeError(f"cannot read classes file {path}: not UTF-8 text") from None
 
 
 def select_classes(available: dict, input_uri: str, classes_file: str | None) -> list[str]:
@@ -63,18 +86,80 @@ class Plan:
     classes: list[str]  # the classes to keep, sorted
     shard_counts: dict[str, int]  # shards per split
     paths: list[str]  # every listed file, sorted: the job's input (files of other classes are skipped)
+    split_plan: split.SplitPlan = split.SplitPlan()  # where each image goes
 
 
 def plan(config, settings: s3.S3Settings) -> Plan:
-    """The input files, the classes to keep and the shard count of each split, sized from the
-    listed input bytes times the split fractions (the Beam job and its single-process peer both
-    start here)."""
+    """The input files, the classes to keep, where each image goes and the shard count of each
+    split, sized from the listed input bytes (the Beam job and its single-process peer both start
+    here)."""
     files = list_input(config.input, settings)
-    listed = class_totals(files, config.input)
-    classes = select_classes(listed, config.input, config.classes_file)
-    input_bytes = sum(listed[name][1] for name in classes)
-    split_bytes = {name: int(input_bytes * fraction) for name, fraction in zip(schema.SPLITS, config.split)}
-    return Plan(classes, shard_counts(split_bytes, config.shard_size_bytes), sorted(files))
+    classes = select_classes(class_totals(files, config.input), config.input, config.classes_file)
+    kept = set(classes)
+    sizes: dict[str, int] = collections.Counter()  # image id -> bytes, in the kept classes
+    for path, size in files.items():
+        located = locate(path, config.images_root)
+        if located and located[0] in kept:
+            sizes[located[1]] += size
+    split_plan = plan_split(config, sizes, kept, settings)
+    return Plan(classes, shard_counts(expected_split_bytes(split_plan, sizes), config.shard_size_bytes),
+                sorted(files), split_plan)
+
+
+def plan_split(config, sizes: dict[str, int], kept: set[str], settings: s3.S3Settings) -> split.SplitPlan:
+    """The split's source read and checked (lists of the kept classes only), with what
+    ``metadata.json`` records of it (listed ids that have no image among it: counted, and the first
+    ``split.MISSING_NAMES_SHOWN`` named)."""
+    described: dict = {"source": config.split_source}
+    listed, fractions = None, config.split
+    if config.split_from == "meta":
+        texts = {}
+        for name in ("train.txt", "test.txt", "val.txt"):
+            path = uri.join(config.input, "meta", name)
+            if name == "val.txt" and not storage.exists(path, settings):
+                continue
+            data = read_list_file(path, "Food-101 split list (--split-from meta)", settings)
+            texts[name], described.setdefault("lists", {})[name] = data.decode("utf-8", "replace"), split.sha256(data)
+        listed = split.parse_meta_lists(texts)
+        if "val.txt" not in texts:
+            fractions = (1 - config.val_fraction, config.val_fraction, 0.0)
+            described["val_fraction"] = config.val_fraction
+    elif config.split_file:
+        data = read_list_file(config.split_file, "--split-file", settings)
+        listed = split.parse_split_file(data.decode("utf-8", "replace"), config.split_file)
+        described.update(file=config.split_file, sha256=split.sha256(data))
+    else:
+        described["fractions"] = list(fractions)
+    if listed is not None:
+        listed = {image_id: name for image_id, name in listed.items() if image_id.split("/", 1)[0] in kept}
+        missing = sorted(set(listed) - set(sizes))
+        described.update(unlisted=config.unlisted,
+                         listed_missing={"count": len(missing), "ids": missing[:split.MISSING_NAMES_SHOWN]})
+    groups = None
+    if config.group_file:
+        data = read_list_file(config.group_file, "--group-file", settings)
+        groups = split.parse_group_file(data.decode("utf-8", "replace"), config.group_file)
+        described["groups"] = {"source": "file", "file": config.group_file, "sha256": split.sha256(data)}
+    elif config.group_pattern:
+        described["groups"] = {"source": "pattern", "pattern": config.group_pattern}
+    found = split.SplitPlan(config.split_source, fractions, config.seed, listed, config.unlisted, groups,
+                            config.group_pattern, description=described)
+    if "groups" in described:
+        group_of = {image_id: found.group(image_id) for image_id in sizes}
+        described["groups"].update(groups=len(set(group_of.values()) - {None}),
+                                   ungrouped=sum(group is None for group in group_of.values()))
+        found = dataclasses.replace(found, mixed=split.mixed_groups(sizes, group_of.get))
+    return found
+
+
+def expected_split_bytes(split_plan: split.SplitPlan, sizes: dict[str, int]) -> dict[str, int]:
+    """The bytes each split should get: listed images where they are listed, the others by the
+    hash's fractions (as one sum, so that a plain fraction split sizes exactly as before)."""
+    by_place: dict = collections.Counter()
+    for image_id, size in sizes.items():
+        by_place[split_plan.place(image_id)] += size
+    return {name: int(by_place[None] * fraction + by_place[name])
+            for name, fraction in zip(schema.SPLITS, split_plan.fractions)}
 
 
 def shard_counts(split_bytes: dict[str, int], shard_size_bytes: int) -> dict[str, int]:

@@ -114,7 +114,7 @@ def workers_on_this_host(options: PipelineOptions) -> bool:
     return not address or urlparse(address).hostname in ("127.0.0.1", "localhost")
 
 
-def build_metadata(config, classes, summary: dict, runner: str, seconds: float) -> dict:
+def build_metadata(config, planned: preflight.Plan, summary: dict, runner: str, seconds: float) -> dict:
     splits = {}
     for split_name in schema.SPLITS:
         shards = [s for s in summary["shards"] if s["split"] == split_name]
@@ -125,12 +125,16 @@ def build_metadata(config, classes, summary: dict, runner: str, seconds: float) 
             "class_counts": {c: n for s, c, n in summary["class_counts"] if s == split_name},
         }
     sums = PixelSums(**{k: tuple(v) if isinstance(v, list) else v for k, v in summary["pixel_sums"].items()})
-    mean, std = mean_std(sums)
+    stats = None  # a held-out set (no train split): a model brings its own
+    if sums.count:
+        mean, std = mean_std(sums)
+        stats = {"mean": mean, "std": std, "computed_on": schema.TRAIN, "pixels": sums.count}
     return {
         "schema_version": schema.SCHEMA_VERSION,
-        "classes": classes,
+        "classes": planned.classes,
         "splits": splits,
-        "stats": {"mean": mean, "std": std, "computed_on": schema.TRAIN, "pixels": sums.count},
+        "split_source": planned.split_plan.description,
+        "stats": stats,
         "rejected": summary["rejected"]["count"],
         "rejected_reasons": summary["rejected"]["reasons"],
         "images": sum(s["count"] for s in splits.values()),
@@ -170,13 +174,13 @@ def describe_job_failure(exc: BaseException, settings: s3.S3Settings) -> str:
     return f"the preprocessing job failed: {detail[:500]}"
 
 
-def publish(config, classes: list[str], staging: str, runner: str, seconds: float,
+def publish(config, planned: preflight.Plan, staging: str, runner: str, seconds: float,
             settings: s3.S3Settings) -> dict:
     """Turns the job's summary into metadata and commits the staged dataset to the output."""
     try:
         summary = storage.read_json(f"{staging}/{transforms.SUMMARY_FILE}", settings)
-        metadata = build_metadata(config, classes, summary, runner, seconds)
-        check_every_class_written(classes, metadata)
+        metadata = build_metadata(config, planned, summary, runner, seconds)
+        check_every_class_written(planned.classes, metadata)
         files = [s["name"] for s in summary["shards"]] + [schema.MANIFEST_FILE, schema.REJECTED_FILE]
         output.commit(staging, config.output, files, metadata, settings)
     except FoodpipeError:
@@ -306,7 +310,7 @@ def execute(config: job_config.PreprocessConfig, beam_args: list[str], s3_endpoi
             except Exception as exc:
                 raise RunFailed(describe_job_failure(exc, settings)) from None
             seconds = time.monotonic() - started
-            metadata = publish(config, planned.classes, staging, runner, seconds, settings)
+            metadata = publish(config, planned, staging, runner, seconds, settings)
         finally:
             remove_staging(staging, settings)
     log.info("preprocess: %s", summary_line(metadata, counters))
@@ -330,6 +334,9 @@ def result_line(metadata: dict) -> dict:
     return {"output": metadata["config"]["output"], "images": metadata["images"], "rejected": metadata["rejected"],
             "rejected_reasons": metadata["rejected_reasons"],
             "splits": {name: info["count"] for name, info in metadata["splits"].items()},
+            "split_source": metadata["split_source"]["source"],
+            **({"listed_missing": metadata["split_source"]["listed_missing"]}
+               if "listed_missing" in metadata["split_source"] else {}),
             "seconds": metadata["job"]["seconds"], "runner": metadata["job"]["runner"]}
 
 

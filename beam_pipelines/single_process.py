@@ -14,7 +14,7 @@ import sys
 import tempfile
 
 from beam_pipelines import config as job_config
-from beam_pipelines import preflight, split, transforms
+from beam_pipelines import preflight, transforms
 from foodpipe import images, s3, schema
 
 
@@ -33,20 +33,23 @@ def write_dataset(config: job_config.PreprocessConfig, planned: preflight.Plan, 
                   settings: s3.S3Settings) -> dict:
     classes, counts = planned.classes, planned.shard_counts
     images_root = config.images_root
-    inspect = transforms.InspectImageFn(images_root, classes, config.policy, settings, converted_dir)
+    inspect = transforms.InspectImageFn(images_root, classes, config.policy, settings, converted_dir,
+                                        split_plan=planned.split_plan)
     paths = planned.paths
-    by_class, rejected = collections.defaultdict(list), []
+    records, by_stratum, rejected = [], collections.defaultdict(list), []
     for path in paths:
         found = inspect.inspect_file(path)
         if isinstance(found, transforms.Rejection):
             rejected.append(found)
+        elif found is not None and found.split is not None:  # placed by a list
+            records.append(found)
         elif found is not None:
-            by_class[found.class_name].append(found)
+            stratum, record = transforms.stratum_key(found, planned.split_plan)
+            by_stratum[stratum].append(record)
 
-    records, total = [], images.ZERO_SUMS
-    for class_records in by_class.values():
-        splits = split.assign([r.image_id for r in class_records], config.split, config.seed)
-        records += [dataclasses.replace(r, split=splits[r.image_id]) for r in class_records]
+    total = images.ZERO_SUMS
+    for stratum_and_records in by_stratum.items():
+        records += transforms.assign_stratum(stratum_and_records, planned.split_plan)
     for record in records:
         if record.split == schema.TRAIN:
             total = total + record.sums

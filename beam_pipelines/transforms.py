@@ -18,6 +18,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from beam_pipelines import split
+from beam_pipelines.preflight import locate
 from beam_pipelines.stats import ChannelStatsFn
 from foodpipe import images, s3, schema, storage
 from foodpipe.tfrecord import TFRecordWriter
@@ -39,18 +40,9 @@ class ImageRecord:
     width: int
     stored_size: int
     sums: images.PixelSums
-    split: str | None = None
+    split: str | None = None  # None until the hash places it, where no list did
     converted_uri: str | None = None  # where the converted bytes wait; None: the raw file is stored as it is
-
-
-def locate(path: str, images_root: str) -> tuple[str, str] | None:
-    """``(class_name, image_id)`` for ``ROOT/images/<class>/<file>``, else None."""
-    relative = path[len(images_root):].lstrip("/") if path.startswith(images_root) else ""
-    parts = relative.split("/")
-    if len(parts) != 2 or not all(parts):
-        return None
-    class_name, filename = parts
-    return class_name, f"{class_name}/{filename.rsplit('.', 1)[0]}"
+    group: str | None = None  # with --group-file or --group-pattern: the group the split keeps together
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,11 +54,14 @@ class Rejection:
 class InspectImageFn(beam.DoFn):
     """Reads and validates one file; yields an ``ImageRecord`` for an accepted image and a
     ``Rejection`` with its reason for the rest. Never raises for bad data. An image that had to be
-    converted is written, converted, under ``converted_dir`` (a folder the job removes at its end)."""
+    converted is written, converted, under ``converted_dir`` (a folder the job removes at its end).
+    An image the split lists leave out is rejected or skipped as ``split_plan`` says, unread."""
 
     def __init__(self, images_root: str, classes: list[str], policy: images.StorePolicy,
-                 settings: s3.S3Settings, converted_dir: str, progress_dir: str | None = None):
+                 settings: s3.S3Settings, converted_dir: str, progress_dir: str | None = None,
+                 split_plan: split.SplitPlan = split.SplitPlan()):
         self.images_root = images_root
+        self.split_plan = split_plan
         self.settings = settings
         self.converted_dir = converted_dir
         self.progress_dir = progress_dir  # local folder where each instance reports its count
@@ -76,6 +71,7 @@ class InspectImageFn(beam.DoFn):
         self.read = Metrics.counter(NAMESPACE, "images_read")
         self.rejected = Metrics.counter(NAMESPACE, "images_rejected")
         self.converted = Metrics.counter(NAMESPACE, "images_converted")
+        self.unlisted_skipped = Metrics.counter(NAMESPACE, "images_unlisted_skipped")
 
     def process(self, path: str):
         self._first = self._first or time.time()
@@ -112,6 +108,13 @@ class InspectImageFn(beam.DoFn):
         class_name, image_id = located
         if class_name not in self.labels:
             return None  # a class the job was asked to leave out
+        placed = self.split_plan.place(image_id)
+        if placed == split.NOT_LISTED:
+            self.rejected.inc()
+            return Rejection(path, split.NOT_LISTED)
+        if placed == split.SKIP:
+            self.unlisted_skipped.inc()
+            return None
         self.read.inc()
         data = storage.read(path, self.settings)
         found = images.inspect(data, self.policy)
@@ -126,7 +129,7 @@ class InspectImageFn(beam.DoFn):
         return ImageRecord(
             image_id=image_id, uri=path, class_name=class_name, label=self.labels[class_name],
             height=found.height, width=found.width, stored_size=found.stored_size,
-            sums=found.sums, converted_uri=converted_uri,
+            sums=found.sums, converted_uri=converted_uri, split=placed, group=self.split_plan.group(image_id),
         )
 
 
@@ -147,10 +150,11 @@ class ReadAndValidate(beam.PTransform):
     """
 
     def __init__(self, paths: list[str], images_root: str, classes: list[str], policy: images.StorePolicy,
-                 settings: s3.S3Settings, converted_dir: str, progress_dir: str | None = None):
+                 settings: s3.S3Settings, converted_dir: str, progress_dir: str | None = None,
+                 split_plan: split.SplitPlan = split.SplitPlan()):
         super().__init__()
         self.paths = paths
-        self.inspect = InspectImageFn(images_root, classes, policy, settings, converted_dir, progress_dir)
+        self.inspect = InspectImageFn(images_root, classes, policy, settings, converted_dir, progress_dir, split_plan)
 
     def expand(self, pipeline):
         inspected = (
@@ -162,28 +166,37 @@ class ReadAndValidate(beam.PTransform):
                 inspected | "Rejected" >> beam.FlatMap(only(Rejection)))
 
 
-def assign_class_splits(class_and_records, fractions, seed):
-    _, records = class_and_records
+def assign_stratum(stratum_and_records, split_plan: split.SplitPlan):
+    """The hash's placement of one stratum's records (a class, or the groups across classes)."""
+    _, records = stratum_and_records
     records = list(records)
-    splits = split.assign([r.image_id for r in records], fractions, seed)
+    splits = split_plan.assign([(r.image_id, r.group) for r in records])
     for record in records:
         yield dataclasses.replace(record, split=splits[record.image_id])
 
 
-class AssignSplits(beam.PTransform):
-    """Stratified, deterministic split: records of one class are grouped (ids only, no pixels)."""
+def stratum_key(record: ImageRecord, split_plan: split.SplitPlan):
+    return split_plan.stratum(record.class_name, record.group), record
 
-    def __init__(self, fractions, seed):
+
+class AssignSplits(beam.PTransform):
+    """Stratified, deterministic split. Records a list placed pass through; the others are grouped
+    by stratum (ids only, no pixels) and placed by the hash (``split.SplitPlan``)."""
+
+    def __init__(self, split_plan: split.SplitPlan):
         super().__init__()
-        self.fractions, self.seed = fractions, seed
+        self.split_plan = split_plan
 
     def expand(self, records):
-        return (
+        placed = records | "Listed" >> beam.Filter(lambda r: r.split is not None)
+        hashed = (
             records
-            | "KeyByClass" >> beam.Map(lambda r: (r.class_name, r))
-            | "GroupByClass" >> beam.GroupByKey()
-            | "Assign" >> beam.FlatMap(assign_class_splits, self.fractions, self.seed)
+            | "ToHash" >> beam.Filter(lambda r: r.split is None)
+            | "KeyByStratum" >> beam.Map(stratum_key, self.split_plan)
+            | "GroupByStratum" >> beam.GroupByKey()
+            | "Assign" >> beam.FlatMap(assign_stratum, self.split_plan)
         )
+        return (placed, hashed) | "AllPlaced" >> beam.Flatten()
 
 
 class ComputeStats(beam.PTransform):
@@ -285,7 +298,7 @@ class WriteShards(beam.PTransform):
 def manifest_row(record: ImageRecord) -> dict:
     return {
         "id": record.image_id, "uri": record.uri, "label": record.label, "class_name": record.class_name,
-        "split": record.split, "height": record.height, "width": record.width,
+        "split": record.split, "height": record.height, "width": record.width, "group": record.group,
     }
 
 
@@ -295,7 +308,8 @@ def write_manifest(rows: list[dict], path: str, settings: s3.S3Settings) -> dict
     import pyarrow.parquet as pq
 
     rows = sorted(rows, key=lambda row: row["id"])
-    table = pa.table({column: [row[column] for row in rows] for column in schema.MANIFEST_COLUMNS})
+    columns = pa.schema([(name, getattr(pa, kind)()) for name, kind in schema.MANIFEST_COLUMNS.items()])
+    table = pa.Table.from_pylist(rows, schema=columns)
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     storage.write(path, buffer.getvalue(), settings)
@@ -383,8 +397,8 @@ def build(pipeline, config, planned, staging: str, settings: s3.S3Settings, prog
     machine) the validation step reports its progress there."""
     accepted, rejected = pipeline | "ReadAndValidate" >> ReadAndValidate(
         planned.paths, config.images_root, planned.classes, config.policy, settings, f"{staging}/{CONVERTED_DIR}",
-        progress_dir)
-    records = accepted | "AssignSplits" >> AssignSplits(config.split, config.seed)
+        progress_dir, planned.split_plan)
+    records = accepted | "AssignSplits" >> AssignSplits(planned.split_plan)
     stats = records | "ComputeStats" >> ComputeStats()
     shards = records | "WriteShards" >> WriteShards(
         staging, planned.shard_counts, config.seed, config.policy, settings)

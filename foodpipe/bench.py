@@ -91,7 +91,7 @@ def median_run(runs: list[dict]) -> dict:
 
 def bench_preprocess(input_uri: str, extra: list[str], runner_flags: list[str] = (),
                      settings=None, repeats: int = 1) -> dict:
-    """``extra``: flags for both (``--s3-endpoint``); ``runner_flags``: Beam flags for the job alone.
+    """``extra``: flags for both (``--s3-endpoint``, the split's); ``runner_flags``: Beam flags for the job alone.
     With ``repeats`` > 1 the job and the loop run that many times, alternately (so a drift of the
     machine touches both alike), and the figures are each one's median run's."""
     if repeats < 1:

@@ -66,9 +66,10 @@ def cmd_bench_preprocess(args) -> dict:
     runner = ([f"--runner={args.runner}"] if args.runner else []) + \
         ([f"--dask_client_address={args.dask_client_address}"] if args.dask_client_address else []) + \
         ([f"--direct_num_workers={args.direct_num_workers}"] if args.direct_num_workers else [])
-    return bench.print_table(bench.bench_preprocess(args.input, ["--s3-endpoint", args.s3_endpoint]
-                                                    if args.s3_endpoint else [], runner, _s3_settings(args),
-                                                    args.repeats))
+    both = (["--s3-endpoint", args.s3_endpoint] if args.s3_endpoint else []) + \
+        (["--split-file", args.split_file] if args.split_file else []) + \
+        (["--group-pattern", args.group_pattern] if args.group_pattern else [])
+    return bench.print_table(bench.bench_preprocess(args.input, both, runner, _s3_settings(args), args.repeats))
 
 
 def cmd_bench_input(args) -> dict:
@@ -164,6 +165,8 @@ def add_bench_commands(bench) -> None:
     p.add_argument("--direct-num-workers", type=int, help="DirectRunner worker processes (default: one per core)")
     p.add_argument("--repeats", type=int, default=1,
                    help="runs of the job and of the loop, alternated; the figures are each one's median run's")
+    p.add_argument("--split-file", metavar="URI", help="the job's and the loop's --split-file (default: fractions)")
+    p.add_argument("--group-pattern", metavar="REGEX", help="the job's and the loop's --group-pattern")
     s3_flag(p)
     p = add_command(benchmarks, "input", cmd_bench_input,
                     "input throughput: decode-only, train and eval pipelines, the seed's Sequence")

@@ -18,7 +18,9 @@ LABEL = "image/class/label"
 CLASS_TEXT = "image/class/text"
 IMAGE_ID = "image/id"
 
-MANIFEST_COLUMNS = ("id", "uri", "label", "class_name", "split", "height", "width")
+# The manifest's columns and their Arrow types; ``group`` is null unless the job was given groups.
+MANIFEST_COLUMNS = {"id": "string", "uri": "string", "label": "int64", "class_name": "string", "split": "string",
+                    "height": "int64", "width": "int64", "group": "string"}
 
 
 def shard_name(split: str, index: int, count: int) -> str:

@@ -9,6 +9,7 @@ baseline on the same split.
   photographs (two of them greyscale), one class per photograph.
 
     python -m tests.realdata digits OUT [--seed S]     # then foodpipe preprocess / train / evaluate
+    python -m tests.realdata photo-subjects OUT        # preprocess with --group-pattern '^(.+)__'
     python -m tests.realdata baseline DATASET          # an RBF SVM on the preprocessed split
 """
 
@@ -24,10 +25,16 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "retina", "hubble_deep_fie
           "motorcycle", "camera", "moon")  # camera and moon are greyscale
 
 
-def _write(root: str, class_name: str, index: int, image: Image.Image) -> None:
+def _write(root: str, class_name: str, index: int | str, image: Image.Image) -> None:
     folder = os.path.join(root, "images", class_name)
     os.makedirs(folder, exist_ok=True)
-    image.save(os.path.join(folder, f"{index:05d}.jpg"), quality=92)
+    image.save(os.path.join(folder, f"{index:05d}.jpg" if isinstance(index, int) else f"{index}.jpg"), quality=92)
+
+
+def _photo(name: str) -> Image.Image:
+    from skimage import data
+
+    return Image.fromarray(data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)())
 
 
 def _random_shape(rng, low: int, high: int, aspect: float) -> tuple[int, int]:
@@ -51,12 +58,9 @@ def write_digits(root: str, seed: int = 0) -> int:
 
 
 def write_photos(root: str, per_class: int = 150, seed: int = 0) -> int:
-    from skimage import data
-
     rng = np.random.default_rng(seed)
     for name in PHOTOS:
-        pixels = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
-        photo = Image.fromarray(pixels)
+        photo = _photo(name)
         for index in range(per_class):
             width, height = _random_shape(rng, 96, 192, 4 / 3)
             scale = rng.uniform(1.0, min(photo.size[0] / width, photo.size[1] / height, 2.0))
@@ -64,6 +68,26 @@ def write_photos(root: str, per_class: int = 150, seed: int = 0) -> int:
             x, y = int(rng.integers(0, photo.size[0] - box_w + 1)), int(rng.integers(0, photo.size[1] - box_h + 1))
             _write(root, name, index, photo.crop((x, y, x + box_w, y + box_h)).resize((width, height), Image.BILINEAR))
     return per_class * len(PHOTOS)
+
+
+def write_photo_subjects(root: str, photos=PHOTOS, grid: int = 2, per_subject: int = 5, seed: int = 0) -> int:
+    """Patches of scikit-image's photographs, one class per photograph, by subject: a subject is one
+    cell of a ``grid`` x ``grid`` division of the photograph, and its patches (48-96 px) are cut
+    inside it, named ``<class>/c<row><col>__<n>``. Patches of one cell overlap, those of different
+    cells never do: a split by subject (``--group-pattern '^(.+)__'``) tests on regions of the
+    photograph that no training image shows."""
+    rng = np.random.default_rng(seed)
+    for name in photos:
+        photo = _photo(name)
+        cell_w, cell_h = photo.size[0] // grid, photo.size[1] // grid
+        for row in range(grid):
+            for col in range(grid):
+                for index in range(per_subject):
+                    width, height = _random_shape(rng, 48, min(96, cell_w, cell_h), 4 / 3)
+                    x = col * cell_w + int(rng.integers(0, cell_w - width + 1))
+                    y = row * cell_h + int(rng.integers(0, cell_h - height + 1))
+                    _write(root, name, f"c{row}{col}__{index}", photo.crop((x, y, x + width, y + height)))
+    return len(photos) * grid * grid * per_subject
 
 
 def features(encoded: bytes, side: int = 16) -> np.ndarray:
@@ -101,14 +125,15 @@ def svm_baseline(dataset: str) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.realdata", description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["digits", "photos", "baseline"])
+    parser.add_argument("what", choices=["digits", "photos", "photo-subjects", "baseline"])
     parser.add_argument("path", help="output folder (digits, photos) or preprocessed dataset (baseline)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.what == "baseline":
         print(json.dumps(svm_baseline(args.path)))
     else:
-        count = (write_digits if args.what == "digits" else write_photos)(args.path, seed=args.seed)
+        writers = {"digits": write_digits, "photos": write_photos, "photo-subjects": write_photo_subjects}
+        count = writers[args.what](args.path, seed=args.seed)
         print(json.dumps({"images": count, "path": args.path}))
 
 

@@ -35,8 +35,19 @@ def dask_cluster():
         stop_process(proc)
 
 
-def test_dask_runner_writes_the_same_dataset_as_the_direct_runner(dask_cluster, raw_dataset, tmp_path):
-    args = ["--input", raw_dataset, "--shard-size-mb", "0.2", "--seed", "5"]
+def split_file_for(raw_dataset, path) -> str:
+    """Every image of ``raw_dataset`` in a split file, train/val/test in turn."""
+    ids = sorted(f"{c}/{f.rsplit('.', 1)[0]}" for c in os.listdir(os.path.join(raw_dataset, "images"))
+                 for f in os.listdir(os.path.join(raw_dataset, "images", c)))
+    path.write_text("image_id,split\n" + "".join(f"{i},{schema.SPLITS[n % 3]}\n" for n, i in enumerate(ids)))
+    return str(path)
+
+
+@pytest.mark.parametrize("split_args", ["fractions", "split file", "groups"])
+def test_dask_runner_writes_the_same_dataset_as_the_direct_runner(dask_cluster, raw_dataset, tmp_path, split_args):
+    extra = {"fractions": [], "split file": ["--split-file", split_file_for(raw_dataset, tmp_path / "splits.csv")],
+             "groups": ["--group-pattern", r"^(.+/\d)"]}[split_args]  # groups: a class's ids by first digit
+    args = ["--input", raw_dataset, "--shard-size-mb", "0.2", "--seed", "5", *extra]
     result = foodpipe("preprocess", *args, "--output", str(tmp_path / "dask"), "--runner", "DaskRunner",
                       "--dask_client_address", dask_cluster)
     assert result.returncode == 0, result.stderr
@@ -53,6 +64,7 @@ def test_dask_runner_writes_the_same_dataset_as_the_direct_runner(dask_cluster, 
     direct = preprocess.run(args + ["--output", str(tmp_path / "direct")])
     assert on_dask["job"]["runner"] == "DaskRunner" and direct["job"]["runner"] == "DirectRunner"
     assert on_dask["splits"] == direct["splits"] and on_dask["stats"] == direct["stats"]
+    assert on_dask["split_source"] == direct["split_source"]
     assert sorted(os.listdir(tmp_path / "dask")) == sorted(os.listdir(tmp_path / "direct"))
     for name in os.listdir(tmp_path / "direct"):
         if name != schema.METADATA_FILE:

@@ -87,3 +87,34 @@ def test_an_endpoint_that_never_answers_is_given_up_after_a_few_attempts(raw_on_
 def test_empty_input_prefix(raw_on_s3, s3_env):
     one_line_failure(foodpipe("preprocess", "--input", "s3://raw/nothing-here", "--output", "s3://datasets/e",
                               env=s3_env), "no images found")
+
+
+def test_split_file_and_official_lists_on_s3(raw_on_s3, s3_env, s3_client, tmp_path):
+    """``--split-file s3://…`` and ``--split-from meta`` read their lists from the store; a split
+    file that is not there is one line, exit 2."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    def manifest(prefix):
+        body = s3_client.get_object(Bucket="datasets", Key=f"{prefix}/{schema.MANIFEST_FILE}")["Body"].read()
+        return {row["id"]: row["split"] for row in pq.read_table(io.BytesIO(body)).to_pylist()}
+
+    train_list = s3_client.get_object(Bucket="raw", Key="food/meta/train.txt")["Body"].read().decode().split()
+    test_list = s3_client.get_object(Bucket="raw", Key="food/meta/test.txt")["Body"].read().decode().split()
+    assert foodpipe("preprocess", "--input", raw_on_s3, "--output", "s3://datasets/meta-split", "--split-from", "meta",
+                    "--quiet", env=s3_env).returncode == 0
+    placed = manifest("meta-split")
+    assert {i for i, s in placed.items() if s == "test"} == set(test_list)
+    assert {i for i, s in placed.items() if s != "test"} == set(train_list)
+
+    wanted = {image_id: ("val" if n % 2 else "test") for n, image_id in enumerate(sorted(placed))}
+    s3_client.put_object(Bucket="datasets", Key="lists/splits.csv",
+                         Body=("image_id,split\n" + "".join(f"{i},{s}\n" for i, s in wanted.items())).encode())
+    done = foodpipe("preprocess", "--input", raw_on_s3, "--output", "s3://datasets/file-split", "--split-file",
+                    "s3://datasets/lists/splits.csv", "--unlisted", "skip", "--quiet", env=s3_env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert manifest("file-split") == wanted
+    one_line_failure(foodpipe("preprocess", "--input", raw_on_s3, "--output", "s3://datasets/none", "--split-file",
+                              "s3://datasets/lists/missing.csv", env=s3_env),
+                     "cannot read --split-file s3://datasets/lists/missing.csv: no such file")

@@ -179,6 +179,26 @@ def test_evaluate_select_register_and_predict_end_to_end(trained, dataset, mlflo
     assert f"{images[0]}: " in predicted.stdout
 
 
+def test_evaluate_runs_on_a_held_out_set_and_names_classes_that_differ(trained, raw_dataset, mlflow_server, tmp_path):
+    """A held-out set (``--split 0,0,1``: no train split, no statistics) is evaluated with the
+    model's own scaling; a dataset of other classes is refused with one line naming them."""
+    model_uri = trained[0]["model_uri"]
+    held = str(tmp_path / "held")
+    preprocess.run(["--input", raw_dataset, "--output", held, "--split", "0,0,1"], progress=False)
+    evaluated = foodpipe("evaluate", "--model", model_uri, "--data", held, "--mlflow-uri", mlflow_server)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert last_json(evaluated.stdout)["count"] == 48 == datasets.load_metadata(held)["splits"]["test"]["count"]
+
+    classes = datasets.load_metadata(held)["classes"]
+    (tmp_path / "two.txt").write_text("\n".join(classes[:2]))
+    other = str(tmp_path / "other")
+    preprocess.run(["--input", raw_dataset, "--output", other, "--classes-file", str(tmp_path / "two.txt")],
+                   progress=False)
+    refused = foodpipe("evaluate", "--model", model_uri, "--data", other, "--mlflow-uri", mlflow_server)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr[-2000:]
+    assert f"differ from the model's: only in the model: {classes[2]}" in refused.stderr
+
+
 def test_serving_model_on_raw_bytes_matches_eval_pipeline_and_model(dataset, tmp_path):
     metadata = datasets.load_metadata(dataset)
     config = InputConfig(image_size=40, batch_size=8, cycle_length=1)

@@ -24,10 +24,10 @@ def pipeline():
 
 
 def test_locate_reads_class_and_id_from_the_layout():
-    assert transforms.locate("s3://b/raw/images/pizza/123.jpg", "s3://b/raw/images") == ("pizza", "pizza/123")
-    assert transforms.locate("/d/images/pizza/a.b.jpg", "/d/images") == ("pizza", "pizza/a.b")
-    assert transforms.locate("/d/images/loose.jpg", "/d/images") is None
-    assert transforms.locate("/d/images/a/b/c.jpg", "/d/images") is None
+    assert preflight.locate("s3://b/raw/images/pizza/123.jpg", "s3://b/raw/images") == ("pizza", "pizza/123")
+    assert preflight.locate("/d/images/pizza/a.b.jpg", "/d/images") == ("pizza", "pizza/a.b")
+    assert preflight.locate("/d/images/loose.jpg", "/d/images") is None
+    assert preflight.locate("/d/images/a/b/c.jpg", "/d/images") is None
 
 
 def test_assign_splits_is_stratified_per_class():
@@ -37,9 +37,35 @@ def test_assign_splits_is_stratified_per_class():
         expected.update(split.assign([i for i in ids if i.startswith(c)], (0.75, 0.2, 0.05), seed=4))
     with pipeline() as p:
         result = (p | beam.Create([record(i) for i in ids])
-                  | transforms.AssignSplits((0.75, 0.2, 0.05), seed=4)
+                  | transforms.AssignSplits(split.SplitPlan(fractions=(0.75, 0.2, 0.05), seed=4))
                   | beam.Map(lambda r: (r.image_id, r.split)))
         assert_that(result, equal_to(sorted(expected.items())))
+
+
+def test_assign_splits_keeps_listed_records_and_places_whole_groups():
+    """Records a list placed pass through; the others are placed by group, groups across classes
+    in a stratum of their own."""
+    listed = [dataclasses.replace(record(f"pizza/listed{i}"), split="test") for i in range(3)]
+    grouped = [dataclasses.replace(record(f"{c}/{g}_{i}"), group=f"{c}/{g}")
+               for c in ("pizza", "ramen") for g in "abcdef" for i in range(3)]
+    across = [dataclasses.replace(record(f"{c}/x{i}"), group="x") for c in ("pizza", "ramen") for i in range(2)]
+    plan = split.SplitPlan(fractions=(0.5, 0.5, 0.0), seed=1, mixed=frozenset({"x"}))
+    with pipeline() as p:
+        result = (p | beam.Create(listed + grouped + across) | transforms.AssignSplits(plan)
+                  | beam.Map(lambda r: (r.image_id, r.group, r.split)))
+        assert_that(result, lambda rows: check_placed(rows, plan))
+
+
+def check_placed(rows, plan):
+    placed = {image_id: name for image_id, _, name in rows}
+    assert len(placed) == 3 + 36 + 4 and all(placed[f"pizza/listed{i}"] == "test" for i in range(3))
+    by_group = {}
+    for image_id, group, name in rows:
+        if group is not None:
+            by_group.setdefault(group, set()).add(name)
+    assert all(len(names) == 1 for names in by_group.values()), by_group
+    for c in ("pizza", "ramen"):  # 6 groups of 3 per class: 3 groups (9 images) to train, 3 to val
+        assert sum(placed[f"{c}/{g}_0"] == "train" for g in "abcdef") == 3
 
 
 def test_compute_stats_sums_only_the_train_split():

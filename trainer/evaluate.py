@@ -145,6 +145,16 @@ def write_error_analysis(directory: str, class_names: list[str], split: str, lab
     return list(paths.values())
 
 
+def class_difference(data: list[str], model: list[str]) -> str:
+    """What differs between a dataset's classes and a model's, in a few words."""
+    only_data, only_model = [c for c in data if c not in model], [c for c in model if c not in data]
+    if not (only_data or only_model):
+        return f"the same classes in another order (the data's: {', '.join(data)})"
+    parts = [f"only in the data: {', '.join(only_data)}" if only_data else "",
+             f"only in the model: {', '.join(only_model)}" if only_model else ""]
+    return "; ".join(part for part in parts if part)
+
+
 def evaluate(model_uri: str, data_uri: str, split: str = schema.TEST, batch_size: int = 64,
              tracking_uri: str | None = None, output_dir: str | None = None) -> dict:
     """Accuracy, loss, macro/weighted precision/recall/F1, top-k accuracy and ECE of ``split``, in one
@@ -155,7 +165,8 @@ def evaluate(model_uri: str, data_uri: str, split: str = schema.TEST, batch_size
     preprocess, classifier = serving.parts(model)
     metadata = datasets.load_metadata(data_uri)
     if metadata["classes"] != preprocess.class_names:
-        raise FoodpipeError(f"the classes of {data_uri} differ from the classes the model was trained on")
+        raise FoodpipeError(f"the classes of {data_uri} differ from the model's: "
+                            f"{class_difference(metadata['classes'], preprocess.class_names)}")
     config = InputConfig(image_size=preprocess.image_size, batch_size=batch_size, framing=preprocess.framing,
                          eval_crop_fraction=preprocess.crop_fraction)
     dataset = pipeline.make_dataset(data_uri, split, config, training=False, metadata=metadata, with_ids=True)

@@ -230,6 +230,9 @@ def start_compute(config: TrainConfig) -> tf.distribute.Strategy:
 def read_dataset(config: TrainConfig) -> tuple[dict, str]:
     """The dataset's metadata and its digest; a one-line error for a missing or empty split."""
     metadata, digest = datasets.load_metadata_and_digest(config.data)
+    if metadata["stats"] is None:
+        raise FoodpipeError(f"{config.data} is a held-out set (no train split, so no pixel statistics): models are "
+                            f"evaluated on it ('foodpipe evaluate --data {config.data}'), not trained")
     for split in (schema.TRAIN, schema.VAL):
         pipeline.shard_paths(config.data, metadata, split)
     return metadata, digest
