@@ -114,7 +114,8 @@ def workers_on_this_host(options: PipelineOptions) -> bool:
     return not address or urlparse(address).hostname in ("127.0.0.1", "localhost")
 
 
-def build_metadata(config, planned: preflight.Plan, summary: dict, runner: str, seconds: float) -> dict:
+def build_metadata(config, planned: preflight.Plan, summary: dict, runner: str, seconds: float,
+                   timeline: dict | None = None) -> dict:
     splits = {}
     for split_name in schema.SPLITS:
         shards = [s for s in summary["shards"] if s["split"] == split_name]
@@ -143,7 +144,8 @@ def build_metadata(config, planned: preflight.Plan, summary: dict, runner: str, 
         "source": config.input,
         "config": config.as_params(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "job": {"runner": runner, "seconds": round(seconds, 3), "foodpipe_version": __version__},
+        "job": {"runner": runner, "seconds": round(seconds, 3), "foodpipe_version": __version__,
+                "timeline": timeline or {}},
     }
 
 
@@ -175,11 +177,11 @@ def describe_job_failure(exc: BaseException, settings: s3.S3Settings) -> str:
 
 
 def publish(config, planned: preflight.Plan, staging: str, runner: str, seconds: float,
-            settings: s3.S3Settings) -> dict:
+            settings: s3.S3Settings, timeline: dict | None = None) -> dict:
     """Turns the job's summary into metadata and commits the staged dataset to the output."""
     try:
         summary = storage.read_json(f"{staging}/{transforms.SUMMARY_FILE}", settings)
-        metadata = build_metadata(config, planned, summary, runner, seconds)
+        metadata = build_metadata(config, planned, summary, runner, seconds, timeline)
         check_every_class_written(planned.classes, metadata)
         files = [s["name"] for s in summary["shards"]] + [schema.MANIFEST_FILE, schema.REJECTED_FILE]
         output.commit(staging, config.output, files, metadata, settings)
@@ -294,12 +296,14 @@ def execute(config: job_config.PreprocessConfig, beam_args: list[str], s3_endpoi
     options = pipeline_options(beam_args, settings)
     runner = runner_name(options)
 
+    job_started = time.time()  # wall clock: the workers' progress times are comparable with it
     planned = preflight.plan(config, settings)
     storage.check_folder(config.output, f"writing {config.output}", settings, must_exist=False)
     staging = output.new_staging_dir(config.output)
     log.info("preprocess: %d classes, %d files from %s -> %s (runner %s)", len(planned.classes), len(planned.paths),
              config.input, config.output, runner)
     tracker = progress_lines.Progress(len(planned.paths)) if progress and workers_on_this_host(options) else None
+    planned_at = time.time() - job_started
     started = time.monotonic()
     with output.exclusive(config.output, settings):
         try:
@@ -310,11 +314,23 @@ def execute(config: job_config.PreprocessConfig, beam_args: list[str], s3_endpoi
             except Exception as exc:
                 raise RunFailed(describe_job_failure(exc, settings)) from None
             seconds = time.monotonic() - started
-            metadata = publish(config, planned, staging, runner, seconds, settings)
+            timeline = stage_timeline(job_started, planned_at, tracker)
+            metadata = publish(config, planned, staging, runner, seconds, settings, timeline)
         finally:
             remove_staging(staging, settings)
     log.info("preprocess: %s", summary_line(metadata, counters))
     return metadata
+
+
+def stage_timeline(job_started: float, planned_at: float, tracker: progress_lines.Progress | None) -> dict:
+    """When the job started (epoch seconds) and, in seconds from then, when its input was planned,
+    its first and last image validated (where its workers share this host) and its graph finished."""
+    timeline = {"started": round(job_started, 3), "planned_s": round(planned_at, 3)}
+    span = tracker.first_and_last if tracker else None
+    if span:
+        timeline.update(first_image_s=round(span[0] - job_started, 3), last_image_s=round(span[1] - job_started, 3))
+    timeline["graph_done_s"] = round(time.time() - job_started, 3)
+    return timeline
 
 
 def summary_line(metadata: dict, counters: dict[str, int]) -> str:

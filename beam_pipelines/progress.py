@@ -25,6 +25,7 @@ class Progress:
         self.folder = tempfile.mkdtemp(prefix="foodpipe-progress-")
         self.interval = logs.progress_seconds()
         self.started = time.monotonic()
+        self.first_and_last: tuple[float, float] | None = None  # of the images validated, once it is over
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._report_until_stopped, name="preprocess-progress", daemon=True)
 
@@ -39,6 +40,13 @@ class Progress:
             except (OSError, ValueError):  # replaced while read
                 pass
         return found
+
+    def _span(self) -> tuple[float, float] | None:
+        """Wall-clock times of the first and the last image validated, once any was."""
+        found = self.reports()
+        if not found:
+            return None
+        return min(first for _, _, first, _ in found), max(latest for *_, latest in found)
 
     def report(self, final: bool = False) -> None:
         found = self.reports()
@@ -68,4 +76,5 @@ class Progress:
         self._thread.join()
         if exc_info[0] is None:
             self.report(final=True)
+        self.first_and_last = self._span()
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -2,13 +2,15 @@
 
 - ``preprocess --input URI``: the Beam job (default runner) against a plain single-process loop
   doing the same work on the same input, each in its own process, timed from start to exit, with
-  the peak memory of its whole process tree (Beam's workers included). The input is read once
-  before either is timed, so that both start from the same warm cache (otherwise whichever runs
-  first pays for reading a cold disk);
+  the peak memory of its whole process tree (Beam's workers included; the driver's and the
+  workers' apart) and the job's stage timeline. The input is read once before either is timed, so
+  that both start from the same warm cache (otherwise whichever runs first pays for reading a cold
+  disk). It runs in bounded memory at any input size: files are read and compared in chunks;
 - ``input --data URI``: the input pipelines (``tfdata/bench.py``);
 - ``train --data URI``: training steps on real against cached input (``trainer/bench.py``).
 """
 
+import hashlib
 import os
 import re
 import subprocess
@@ -21,22 +23,28 @@ from foodpipe import datasets, schema, storage
 from foodpipe.errors import FoodpipeError
 
 
+CHUNK = 8 << 20
+
+
 def measure(args: list[str]) -> dict:
-    """Run a command; return wall seconds and the peak summed RSS of it and its children."""
+    """Run a command; return wall seconds, its start and end on the wall clock, and peak RSS: of it
+    and its children summed, of the process itself (the driver) and of its children summed (the
+    workers), each at its own peak."""
     import psutil
 
-    started = time.monotonic()
+    started, started_wall = time.monotonic(), time.time()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
+    peak = {"total": 0, "driver": 0, "workers": 0}
     done = threading.Event()
 
     def sample():
-        nonlocal peak
         parent = psutil.Process(proc.pid)
         while not done.is_set():
             try:
-                tree = [parent] + parent.children(recursive=True)
-                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+                driver = parent.memory_info().rss
+                workers = sum(p.memory_info().rss for p in parent.children(recursive=True) if p.is_running())
+                for key, value in (("total", driver + workers), ("driver", driver), ("workers", workers)):
+                    peak[key] = max(peak[key], value)
             except psutil.Error:
                 pass
             done.wait(0.05)
@@ -44,21 +52,50 @@ def measure(args: list[str]) -> dict:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     stdout, stderr = proc.communicate()
-    seconds = time.monotonic() - started
+    seconds, ended_wall = time.monotonic() - started, time.time()
     done.set()
     sampler.join()
     if proc.returncode != 0:
         raise FoodpipeError(f"{args[2]} failed: {stderr.strip().splitlines()[-1] if stderr.strip() else proc.returncode}")
-    return {"seconds": seconds, "peak_rss_mb": peak / 2**20, "stdout": stdout, "stderr": stderr}
+    return {"seconds": seconds, "started": started_wall, "ended": ended_wall, "stdout": stdout, "stderr": stderr,
+            **{f"{key}_peak_rss_mb": value / 2**20 for key, value in peak.items()}}
+
+
+def file_digest(path: str) -> str:
+    """SHA-256 of a local file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def same_output(first: str, second: str) -> bool:
-    """Whether the two folders hold the same shards and manifest, byte for byte."""
-    def contents(folder: str) -> dict[str, bytes]:
-        return {os.path.basename(path): storage.read(path) for path in storage.list_files(folder, recursive=False)
+    """Whether the two local folders hold the same shards and manifest, byte for byte (compared by
+    digest, one file at a time in chunks: a dataset of any size in bounded memory)."""
+    def digests(folder: str) -> dict[str, str]:
+        return {os.path.basename(path): file_digest(path) for path in storage.list_files(folder, recursive=False)
                 if path.endswith((schema.SHARD_SUFFIX, schema.MANIFEST_FILE))}
 
-    return contents(first) == contents(second)
+    return digests(first) == digests(second)
+
+
+def stage_seconds(run: dict, timeline: dict) -> dict:
+    """The job's wall time by stage, from its own timeline (``metadata.json``'s ``job.timeline``,
+    seconds from the job's start) and the process's start and end: imports and start-up before the
+    job, listing and planning, up to the first image validated, validation, the rest of the graph
+    (the shuffles, writing the shards, the dataset files), and the commit and exit. Without the
+    workers' progress (workers on other hosts) the middle three are one ``graph`` stage."""
+    start, end = timeline["started"] - run["started"], run["ended"] - timeline["started"]
+    stages = {"start_up": start, "planning": timeline["planned_s"]}
+    if "first_image_s" in timeline:
+        stages.update(to_first_image=timeline["first_image_s"] - timeline["planned_s"],
+                      validation=timeline["last_image_s"] - timeline["first_image_s"],
+                      after_validation=timeline["graph_done_s"] - timeline["last_image_s"])
+    else:
+        stages["graph"] = timeline["graph_done_s"] - timeline["planned_s"]
+    stages["commit_and_exit"] = end - timeline["graph_done_s"]
+    return {name: round(seconds, 2) for name, seconds in stages.items()}
 
 
 # The job's last progress line (beam_pipelines.progress.Progress), on runners whose workers share this host.
@@ -80,8 +117,17 @@ def work_figures(job_stderr: str, images: int, seconds: float) -> dict:
 
 
 def warm_input(input_uri: str, settings) -> int:
-    """Read every file under ``input_uri`` once; returns the bytes read."""
-    return sum(len(storage.read(path, settings)) for path in storage.list_files(input_uri, settings))
+    """Read every file under ``input_uri`` once (a local file in chunks, an object whole: objects
+    are single images); returns the bytes read."""
+    total = 0
+    for path in storage.list_files(input_uri, settings):
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                while block := f.read(CHUNK):
+                    total += len(block)
+        else:
+            total += len(storage.read(path, settings))
+    return total
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -106,6 +152,7 @@ def bench_preprocess(input_uri: str, extra: list[str], runner_flags: list[str] =
         beam_runs, loop_runs = [], []
         for _ in range(repeats):
             beam_runs.append(measure(job))
+            beam_runs[-1]["timeline"] = datasets.load_metadata(beam_out)["job"]["timeline"]
             loop_runs.append(measure(loop))
         beam_run, loop_run = median_run(beam_runs), median_run(loop_runs)
         metadata = datasets.load_metadata(beam_out)
@@ -119,8 +166,11 @@ def bench_preprocess(input_uri: str, extra: list[str], runner_flags: list[str] =
             "beam_img_per_s": round(images / beam_run["seconds"], 1),
             "single_loop_img_per_s": round(images / loop_run["seconds"], 1),
             "beam_vs_single_loop": round(loop_run["seconds"] / beam_run["seconds"], 3),
-            "beam_peak_rss_mb": round(beam_run["peak_rss_mb"], 1),
-            "single_loop_peak_rss_mb": round(loop_run["peak_rss_mb"], 1),
+            "beam_peak_rss_mb": round(beam_run["total_peak_rss_mb"], 1),
+            "beam_driver_peak_rss_mb": round(beam_run["driver_peak_rss_mb"], 1),
+            "beam_workers_peak_rss_mb": round(beam_run["workers_peak_rss_mb"], 1),
+            "single_loop_peak_rss_mb": round(loop_run["total_peak_rss_mb"], 1),
+            "beam_stage_seconds": stage_seconds(beam_run, beam_run["timeline"]),
             "same_output": same_output(beam_out, loop_out),
             **work_figures(beam_run["stderr"], images, beam_run["seconds"]),
         }

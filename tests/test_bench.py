@@ -24,6 +24,15 @@ def test_bench_preprocess_reports_every_figure(raw_dataset, tmp_path):
     assert figures["workers"] == len(figures["worker_shares"]) >= 1 and sum(figures["worker_shares"]) == 51
     assert figures["beam_steady_img_per_s"] >= figures["beam_img_per_s"] > 0
     assert 0 < figures["beam_fixed_seconds"] < figures["beam_seconds"]
+    # Memory of the driver and of its worker processes apart; each peaks on its own.
+    assert figures["beam_driver_peak_rss_mb"] > 50 and figures["beam_workers_peak_rss_mb"] > 50
+    assert max(figures["beam_driver_peak_rss_mb"], figures["beam_workers_peak_rss_mb"]) <= \
+        figures["beam_peak_rss_mb"] <= figures["beam_driver_peak_rss_mb"] + figures["beam_workers_peak_rss_mb"] + 0.2
+    # The stages add up to the run's wall time.
+    stages = figures["beam_stage_seconds"]
+    assert list(stages) == ["start_up", "planning", "to_first_image", "validation", "after_validation",
+                            "commit_and_exit"]
+    assert min(stages.values()) >= 0 and sum(stages.values()) == pytest.approx(figures["beam_seconds"], abs=0.1)
     # Two runs each, alternated; the figures are the median (of two: the faster) run's.
     assert len(figures["beam_seconds_each"]) == len(figures["single_loop_seconds_each"]) == 2
     assert figures["beam_seconds"] == min(figures["beam_seconds_each"])
@@ -79,3 +88,19 @@ def test_bench_train_compares_real_input_with_cached_batches(raw_dataset, tmp_pa
     assert figures["input_bound_ratio"] == pytest.approx(
         figures["real_input_img_per_s"] / figures["cached_input_img_per_s"], rel=0.01)
     assert "input_bound_ratio" in result.stdout and figures["steps"] == 3
+
+
+def test_same_output_compares_every_shard_and_the_manifest_by_content(tmp_path):
+    from foodpipe import bench
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for file, body in (("train-00000-of-00001.tfrecord", b"x" * (bench.CHUNK + 5)), ("manifest.parquet", b"m"),
+                           ("metadata.json", name.encode())):  # metadata.json differs (its timings): not compared
+            (tmp_path / name / file).write_bytes(body)
+    assert bench.same_output(str(tmp_path / "a"), str(tmp_path / "b"))
+    (tmp_path / "b" / "train-00000-of-00001.tfrecord").write_bytes(b"x" * bench.CHUNK + b"y" * 5)  # past a chunk
+    assert not bench.same_output(str(tmp_path / "a"), str(tmp_path / "b"))
+    (tmp_path / "b" / "train-00000-of-00001.tfrecord").write_bytes(b"x" * (bench.CHUNK + 5))
+    (tmp_path / "b" / "val-00000-of-00001.tfrecord").write_bytes(b"")
+    assert not bench.same_output(str(tmp_path / "a"), str(tmp_path / "b"))
