@@ -63,7 +63,8 @@ def write_dataset(config: job_config.PreprocessConfig, planned: preflight.Plan, 
             key = (name, index, count)
             transforms.write_shard(f"{config.output}/{schema.shard_name(*key)}", shards[key], config.seed,
                                    config.policy, settings)
-    transforms.write_manifest([transforms.manifest_row(r) for r in records], f"{config.output}/{schema.MANIFEST_FILE}",
+    transforms.write_manifest([transforms.manifest_table([transforms.manifest_row(r) for r in records])],
+                              f"{config.output}/{schema.MANIFEST_FILE}",
                               settings)
     transforms.write_rejected(rejected, f"{config.output}/{schema.REJECTED_FILE}", settings)
     return {"images": len(records), "rejected": len(rejected), "pixel_sums": dataclasses.asdict(total)}

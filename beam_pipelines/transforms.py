@@ -253,7 +253,9 @@ def write_shard(location: str, records, seed: int, policy: images.StorePolicy, s
 
 
 class WriteShardFn(beam.DoFn):
-    """Writes one shard (see ``encode_shard``) in one piece."""
+    """Writes one shard (see ``encode_shard``) in one piece, and its records' part of the manifest
+    beside it (``MANIFEST_PARTS/<shard>.parquet``), so that no step gathers every image's row.
+    Yields the shard's facts: its name, record count, bytes, manifest part and class counts."""
 
     def __init__(self, directory: str, seed: int, policy: images.StorePolicy, settings: s3.S3Settings):
         self.directory, self.seed, self.settings, self.policy = directory, seed, settings, policy
@@ -261,11 +263,14 @@ class WriteShardFn(beam.DoFn):
 
     def process(self, shard_and_records):
         (split_name, index, count), records = shard_and_records
+        records = [r for r in records if r is not None]
         name = schema.shard_name(split_name, index, count)
-        shard = write_shard(f"{self.directory}/{name}", [r for r in records if r is not None], self.seed, self.policy,
-                            self.settings)
+        shard = write_shard(f"{self.directory}/{name}", records, self.seed, self.policy, self.settings)
+        part = f"{self.directory}/{MANIFEST_PARTS}/{name}.parquet"
+        storage.write(part, parquet_bytes(manifest_table([manifest_row(r) for r in records])), self.settings)
         self.written.inc(shard["count"])
-        yield {"split": split_name, "name": name, **shard}
+        class_counts = collections.Counter(r.class_name for r in records)
+        yield {"split": split_name, "name": name, **shard, "manifest_part": part, "class_counts": dict(class_counts)}
 
 
 class WriteShards(beam.PTransform):
@@ -302,19 +307,42 @@ def manifest_row(record: ImageRecord) -> dict:
     }
 
 
-def write_manifest(rows: list[dict], path: str, settings: s3.S3Settings) -> dict:
-    """Writes the manifest; returns its row count and the smallest and largest image side."""
+MANIFEST_PARTS = "manifest-parts"  # under the staging folder: one part per shard, merged at the end
+
+
+def manifest_table(rows: list[dict]):
+    """Manifest rows as an Arrow table of the manifest's schema (compact columns, not Python objects)."""
     import pyarrow as pa
+
+    columns = pa.schema([(name, getattr(pa, kind)()) for name, kind in schema.MANIFEST_COLUMNS.items()])
+    return pa.Table.from_pylist(rows, schema=columns)
+
+
+def parquet_bytes(table) -> bytes:
     import pyarrow.parquet as pq
 
-    rows = sorted(rows, key=lambda row: row["id"])
-    columns = pa.schema([(name, getattr(pa, kind)()) for name, kind in schema.MANIFEST_COLUMNS.items()])
-    table = pa.Table.from_pylist(rows, schema=columns)
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
-    storage.write(path, buffer.getvalue(), settings)
-    sides = [side for row in rows for side in (row["height"], row["width"])]
-    return {"rows": len(rows), "min_side": min(sides, default=0), "max_side": max(sides, default=0)}
+    return buffer.getvalue()
+
+
+def write_manifest(parts: list, path: str, settings: s3.S3Settings) -> dict:
+    """Writes the manifest from its parts (Arrow tables), sorted by id; returns its row count and
+    the smallest and largest image side. The same parts in any grouping give the same bytes."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = pa.concat_tables([manifest_table([])] + parts).sort_by("id").combine_chunks()
+    storage.write(path, parquet_bytes(table), settings)
+    sides = [pc.min_max(table[column]).as_py() for column in ("height", "width")]
+    return {"rows": table.num_rows, "min_side": min((s["min"] for s in sides if s["min"] is not None), default=0),
+            "max_side": max((s["max"] for s in sides if s["max"] is not None), default=0)}
+
+
+def read_manifest_part(path: str, settings: s3.S3Settings):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(io.BytesIO(storage.read(path, settings)))
 
 
 def reason_kind(reason: str) -> str:
@@ -331,18 +359,31 @@ def write_rejected(rejections: list[Rejection], path: str, settings: s3.S3Settin
     return {"count": len(lines), "reasons": dict(sorted(kinds.items()))}
 
 
+def class_counts(shards: list[dict]) -> list[list]:
+    """``[split, class, count]`` rows, sorted, from the shards' facts."""
+    counts = collections.Counter()
+    for shard in shards:
+        for class_name, n in shard["class_counts"].items():
+            counts[shard["split"], class_name] += n
+    return sorted([split_name, class_name, n] for (split_name, class_name), n in counts.items())
+
+
 def write_dataset_files(group, directory: str, settings: s3.S3Settings) -> str:
-    """Manifest, rejections and ``summary.json`` (the facts the driver turns into ``metadata.json``)
-    from the tagged parts ``WriteDatasetFiles`` gathered; returns the summary's path."""
+    """Manifest (merged from the shards' parts), rejections and ``summary.json`` (the facts the
+    driver turns into ``metadata.json``) from the tagged parts ``WriteDatasetFiles`` gathered;
+    returns the summary's path."""
     parts: dict[str, list] = collections.defaultdict(list)
     for tag, value in group[1]:
         parts[tag].append(value)
-    manifest = write_manifest(parts["manifest_row"], f"{directory}/{schema.MANIFEST_FILE}", settings)
+    Metrics.counter(NAMESPACE, "dataset_parts_gathered").inc(sum(map(len, parts.values())))
+    shards = sorted(parts["shard"], key=lambda s: s["name"])
+    manifest = write_manifest([read_manifest_part(s.pop("manifest_part"), settings) for s in shards],
+                              f"{directory}/{schema.MANIFEST_FILE}", settings)
     rejected = write_rejected(parts["rejection"], f"{directory}/{schema.REJECTED_FILE}", settings)
     summary = {
-        "shards": sorted(parts["shard"], key=lambda s: s["name"]),
+        "shards": [{key: value for key, value in s.items() if key != "class_counts"} for s in shards],
         "pixel_sums": dataclasses.asdict(sum(parts["stats"], images.ZERO_SUMS)),
-        "class_counts": sorted([list(key) + [n] for key, n in parts["class_count"]]),
+        "class_counts": class_counts(shards),
         "rejected": rejected,
         "manifest": manifest,
     }
@@ -353,7 +394,9 @@ def write_dataset_files(group, directory: str, settings: s3.S3Settings) -> str:
 
 class WriteDatasetFiles(beam.PTransform):
     """Manifest, rejections and the job summary, next to the shards, written by one step that gets
-    every small result as one group: each part tagged, flattened, grouped under one key.
+    the small results as one group: each part tagged, flattened, grouped under one key. What it
+    gathers grows with the shards and the rejected files, not with the images: each shard writer
+    wrote its records' manifest rows and counted their classes.
 
     No side inputs and no ``CombineGlobally``: Beam's Dask runner computes a side input anew, with
     every step upstream, each time it is read; with the five side inputs this step had, every image
@@ -365,19 +408,12 @@ class WriteDatasetFiles(beam.PTransform):
         self.directory, self.settings = directory, settings
 
     def expand(self, pcolls):
-        records, rejections, shards, stats = (pcolls[k] for k in ("records", "rejected", "shards", "stats"))
-        class_counts = (
-            records
-            | "SplitClass" >> beam.Map(lambda r: ((r.split, r.class_name), 1))
-            | "CountSplitClass" >> beam.CombinePerKey(sum)
-        )
+        rejections, shards, stats = (pcolls[k] for k in ("rejected", "shards", "stats"))
         tagged = [
-            records | "ManifestRows" >> beam.Map(lambda r: ("manifest_row", manifest_row(r))),
             rejections | "Rejections" >> beam.Map(lambda r: ("rejection", r)),
             shards | "Shards" >> beam.Map(lambda s: ("shard", s)),
             stats | "Stats" >> beam.Map(lambda s: ("stats", s)),
-            class_counts | "ClassCounts" >> beam.Map(lambda kv: ("class_count", kv)),
-            records.pipeline | "Start" >> beam.Create([("start", None)]),
+            shards.pipeline | "Start" >> beam.Create([("start", None)]),
         ]
         return (
             tagged
@@ -402,5 +438,5 @@ def build(pipeline, config, planned, staging: str, settings: s3.S3Settings, prog
     stats = records | "ComputeStats" >> ComputeStats()
     shards = records | "WriteShards" >> WriteShards(
         staging, planned.shard_counts, config.seed, config.policy, settings)
-    return {"records": records, "rejected": rejected, "shards": shards, "stats": stats} | (
+    return {"rejected": rejected, "shards": shards, "stats": stats} | (
         "WriteDatasetFiles" >> WriteDatasetFiles(staging, settings))

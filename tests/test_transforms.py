@@ -140,3 +140,31 @@ def test_each_image_is_converted_once(raw_dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(images, "stored_bytes", counting)
     single_process.run(["--input", raw_dataset, "--output", str(tmp_path / "out")])
     assert conversions and set(conversions.values()) == {1}
+
+
+def gathered_parts(tmp_path, per_class: int) -> int:
+    """How many elements the job's one gathering step received, for a synth input of 3 classes."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from beam_pipelines import config as job_config
+    from foodpipe import s3, synth
+
+    raw = str(tmp_path / f"raw{per_class}")
+    synth.generate(synth.SynthConfig(raw, classes=3, per_class=per_class, seed=1))
+    config = job_config.PreprocessConfig(input=raw, output=str(tmp_path / f"out{per_class}"))
+    settings = s3.S3Settings()
+    planned = preflight.plan(config, settings)
+    p = test_pipeline.TestPipeline(options=beam.options.pipeline_options.PipelineOptions(["--runner=DirectRunner"]))
+    transforms.build(p, config, planned, str(tmp_path / f"staging{per_class}"), settings)
+    result = p.run()
+    result.wait_until_finish()
+    found = result.metrics().query(MetricsFilter().with_name("dataset_parts_gathered"))["counters"]
+    return sum(counter.committed for counter in found)
+
+
+def test_no_step_gathers_every_image_in_one_place(tmp_path):
+    """The job's one gathering step (manifest, rejections, summary) receives the shards' facts, the
+    statistics and a start element, however many images there are: 4x the images, the same count.
+    (It used to receive every image's manifest row and class count.)"""
+    few, many = gathered_parts(tmp_path, 4), gathered_parts(tmp_path, 16)
+    assert few == many == 3 + 1 + 1  # one shard per split at the default shard size; stats; start
