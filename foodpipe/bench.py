@@ -13,6 +13,7 @@
 import hashlib
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -174,6 +175,7 @@ def bench_preprocess(input_uri: str, extra: list[str], runner_flags: list[str] =
             "same_output": same_output(beam_out, loop_out),
             **work_figures(beam_run["stderr"], images, beam_run["seconds"]),
         }
+        result["bench_process_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         if repeats > 1:
             result["beam_seconds_each"] = [round(run["seconds"], 2) for run in beam_runs]
             result["single_loop_seconds_each"] = [round(run["seconds"], 2) for run in loop_runs]
