@@ -9,6 +9,7 @@ per core.
 """
 
 import argparse
+import collections
 import contextlib
 import datetime
 import difflib
@@ -145,8 +146,13 @@ def build_metadata(config, planned: preflight.Plan, summary: dict, runner: str, 
         "config": config.as_params(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "job": {"runner": runner, "seconds": round(seconds, 3), "foodpipe_version": __version__,
-                "timeline": timeline or {}},
+                "timeline": timeline or {}, "shard_writers": shard_writer_shares(summary["shards"])},
     }
+
+
+def shard_writer_shares(shards: list[dict]) -> list[int]:
+    """How many shards each worker process wrote, most first: how the writing was spread."""
+    return sorted(collections.Counter(s["writer"] for s in shards).values(), reverse=True)
 
 
 def check_every_class_written(classes, metadata) -> None:

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 import tempfile
 import time
 from typing import BinaryIO
@@ -270,7 +271,8 @@ class WriteShardFn(beam.DoFn):
         storage.write(part, parquet_bytes(manifest_table([manifest_row(r) for r in records])), self.settings)
         self.written.inc(shard["count"])
         class_counts = collections.Counter(r.class_name for r in records)
-        yield {"split": split_name, "name": name, **shard, "manifest_part": part, "class_counts": dict(class_counts)}
+        yield {"split": split_name, "name": name, **shard, "manifest_part": part, "class_counts": dict(class_counts),
+               "writer": f"{socket.gethostname()}:{os.getpid()}"}
 
 
 class WriteShards(beam.PTransform):

@@ -153,7 +153,7 @@ def bench_preprocess(input_uri: str, extra: list[str], runner_flags: list[str] =
         beam_runs, loop_runs = [], []
         for _ in range(repeats):
             beam_runs.append(measure(job))
-            beam_runs[-1]["timeline"] = datasets.load_metadata(beam_out)["job"]["timeline"]
+            beam_runs[-1]["job"] = datasets.load_metadata(beam_out)["job"]
             loop_runs.append(measure(loop))
         beam_run, loop_run = median_run(beam_runs), median_run(loop_runs)
         metadata = datasets.load_metadata(beam_out)
@@ -171,7 +171,8 @@ def bench_preprocess(input_uri: str, extra: list[str], runner_flags: list[str] =
             "beam_driver_peak_rss_mb": round(beam_run["driver_peak_rss_mb"], 1),
             "beam_workers_peak_rss_mb": round(beam_run["workers_peak_rss_mb"], 1),
             "single_loop_peak_rss_mb": round(loop_run["total_peak_rss_mb"], 1),
-            "beam_stage_seconds": stage_seconds(beam_run, beam_run["timeline"]),
+            "beam_stage_seconds": stage_seconds(beam_run, beam_run["job"]["timeline"]),
+            "shard_writer_shares": beam_run["job"]["shard_writers"],
             "same_output": same_output(beam_out, loop_out),
             **work_figures(beam_run["stderr"], images, beam_run["seconds"]),
         }
