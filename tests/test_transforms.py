@@ -122,8 +122,13 @@ def test_write_shards_writes_every_shard_with_all_records(tmp_path):
                    | beam.Map(lambda s: s["name"]))
         assert_that(written, equal_to([schema.shard_name("train", i, 4) for i in range(4)]))
     ids = [tf.io.parse_single_example(r, schema.feature_spec())[schema.IMAGE_ID].numpy().decode()
-           for r in tf.data.TFRecordDataset(sorted(str(p) for p in out.iterdir()))]
+           for r in tf.data.TFRecordDataset(sorted(str(p) for p in out.glob("*.tfrecord")))]
     assert sorted(ids) == sorted(r.image_id for r in records)
+    # Beside each shard, its records' rows of the manifest.
+    parts = [transforms.read_manifest_part(str(p), S3Settings()) for p in sorted(out.glob("manifest-parts/*"))]
+    assert [p.name for p in sorted(out.glob("manifest-parts/*"))] == \
+        [f"{schema.shard_name('train', i, 4)}.parquet" for i in range(4)]
+    assert sorted(i for part in parts for i in part.column("id").to_pylist()) == sorted(ids)
 
 
 def test_each_image_is_converted_once(raw_dataset, tmp_path, monkeypatch):
