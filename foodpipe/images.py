@@ -45,6 +45,9 @@ class PixelSums:
             tuple(a + b for a, b in zip(self.squares, other.squares)),
         )
 
+    def __reduce__(self):  # pickled as its values, without the field names (one per image in the job)
+        return PixelSums, (self.count, self.total, self.squares)
+
 
 ZERO_SUMS = PixelSums(0, (0, 0, 0), (0, 0, 0))
 
