@@ -111,37 +111,13 @@ def plan_split(config, sizes: dict[str, int], kept: set[str], settings: s3.S3Set
     ``metadata.json`` records of it (listed ids that have no image among it: counted, and the first
     ``split.MISSING_NAMES_SHOWN`` named)."""
     described: dict = {"source": config.split_source}
-    listed, fractions = None, config.split
-    if config.split_from == "meta":
-        texts = {}
-        for name in ("train.txt", "test.txt", "val.txt"):
-            path = uri.join(config.input, "meta", name)
-            if name == "val.txt" and not storage.exists(path, settings):
-                continue
-            data = read_list_file(path, "Food-101 split list (--split-from meta)", settings)
-            texts[name], described.setdefault("lists", {})[name] = data.decode("utf-8", "replace"), split.sha256(data)
-        listed = split.parse_meta_lists(texts)
-        if "val.txt" not in texts:
-            fractions = (1 - config.val_fraction, config.val_fraction, 0.0)
-            described["val_fraction"] = config.val_fraction
-    elif config.split_file:
-        data = read_list_file(config.split_file, "--split-file", settings)
-        listed = split.parse_split_file(data.decode("utf-8", "replace"), config.split_file)
-        described.update(file=config.split_file, sha256=split.sha256(data))
-    else:
-        described["fractions"] = list(fractions)
+    listed, fractions = read_split_lists(config, settings, described)
     if listed is not None:
         listed = {image_id: name for image_id, name in listed.items() if image_id.split("/", 1)[0] in kept}
         missing = sorted(set(listed) - set(sizes))
         described.update(unlisted=config.unlisted,
                          listed_missing={"count": len(missing), "ids": missing[:split.MISSING_NAMES_SHOWN]})
-    groups = None
-    if config.group_file:
-        data = read_list_file(config.group_file, "--group-file", settings)
-        groups = split.parse_group_file(data.decode("utf-8", "replace"), config.group_file)
-        described["groups"] = {"source": "file", "file": config.group_file, "sha256": split.sha256(data)}
-    elif config.group_pattern:
-        described["groups"] = {"source": "pattern", "pattern": config.group_pattern}
+    groups = read_groups(config, settings, described)
     found = split.SplitPlan(config.split_source, fractions, config.seed, listed, config.unlisted, groups,
                             config.group_pattern, description=described)
     if "groups" in described:
@@ -150,6 +126,40 @@ def plan_split(config, sizes: dict[str, int], kept: set[str], settings: s3.S3Set
                                    ungrouped=sum(group is None for group in group_of.values()))
         found = dataclasses.replace(found, mixed=split.mixed_groups(sizes, group_of.get))
     return found
+
+
+def read_split_lists(config, settings: s3.S3Settings, described: dict) -> tuple[dict | None, tuple]:
+    """``(listed, fractions)``: ``{id: split}`` from Food-101's lists or a split file (None for a
+    fraction split) and the hash's fractions; records the lists' digests in ``described``."""
+    if config.split_from == "meta":
+        texts = {}
+        for name in ("train.txt", "test.txt", "val.txt"):
+            path = uri.join(config.input, "meta", name)
+            if name == "val.txt" and not storage.exists(path, settings):
+                continue
+            data = read_list_file(path, "Food-101 split list (--split-from meta)", settings)
+            texts[name], described.setdefault("lists", {})[name] = data.decode("utf-8", "replace"), split.sha256(data)
+        if "val.txt" in texts:
+            return split.parse_meta_lists(texts), config.split
+        described["val_fraction"] = config.val_fraction
+        return split.parse_meta_lists(texts), (1 - config.val_fraction, config.val_fraction, 0.0)
+    if config.split_file:
+        data = read_list_file(config.split_file, "--split-file", settings)
+        described.update(file=config.split_file, sha256=split.sha256(data))
+        return split.parse_split_file(data.decode("utf-8", "replace"), config.split_file), config.split
+    described["fractions"] = list(config.split)
+    return None, config.split
+
+
+def read_groups(config, settings: s3.S3Settings, described: dict) -> dict[str, str] | None:
+    """``{id: group}`` of a group file (None otherwise); records the groups' source in ``described``."""
+    if config.group_file:
+        data = read_list_file(config.group_file, "--group-file", settings)
+        described["groups"] = {"source": "file", "file": config.group_file, "sha256": split.sha256(data)}
+        return split.parse_group_file(data.decode("utf-8", "replace"), config.group_file)
+    if config.group_pattern:
+        described["groups"] = {"source": "pattern", "pattern": config.group_pattern}
+    return None
 
 
 def expected_split_bytes(split_plan: split.SplitPlan, sizes: dict[str, int]) -> dict[str, int]:
