@@ -69,6 +69,13 @@ def test_upload_cut_off_by_an_outage_completes_on_rerun_without_duplicates(s3_en
     proxy.stop()
 
 
+# Ctrl-C must reach the command even where the test runner itself ignores SIGINT (a background job
+# of a non-interactive shell does, and exec keeps an ignored signal ignored): exec it with SIGINT's
+# default disposition, which Python turns into KeyboardInterrupt.
+WITH_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+               "os.execv(sys.executable, [sys.executable, '-m', 'foodpipe', *sys.argv[1:]])")
+
+
 def test_ctrl_c_during_an_upload_exits_130_at_once_and_a_rerun_completes(s3_endpoint, s3_client, tmp_path):
     """Interrupted while one PUT hangs unanswered (held by the proxy): the command must not wait for
     it. A command that waits is freed only by the client's read timeout, after which it sends that
@@ -77,8 +84,9 @@ def test_ctrl_c_during_an_upload_exits_130_at_once_and_a_rerun_completes(s3_endp
     proxy = proxy_for(s3_endpoint)
     proxy.hold_on(rb"PUT /faults/interrupted/", nth=5)
     env = {**os.environ, "AWS_ENDPOINT_URL": proxy.url}
-    proc = start(["upload", str(tmp_path / "src"), "s3://faults/interrupted", "--create-bucket", "--quiet",
-                  "--workers", "2"], env)
+    proc = subprocess.Popen([sys.executable, "-c", WITH_SIGINT, "upload", str(tmp_path / "src"),
+                             "s3://faults/interrupted", "--create-bucket", "--quiet", "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     try:
         assert proxy.cut.wait(timeout=120), "the upload never reached its fifth PUT"
         proc.send_signal(signal.SIGINT)

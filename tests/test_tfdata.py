@@ -3,6 +3,7 @@
 import dataclasses
 import hashlib
 import io
+import math
 import json
 import os
 import shutil
@@ -45,10 +46,13 @@ def framed_with_pillow(source: Image.Image, framing: str, size: int, crop_fracti
         return np.asarray(source.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR))
     if framing == "squash":
         return np.asarray(source.resize((size, size), Image.BILINEAR))
-    scale = size / max(source.size)
-    fitted = source.resize((round(source.size[0] * scale), round(source.size[1] * scale)), Image.BILINEAR)
+    # The geometry of tf.image.resize_with_pad, as documented: sizes and offsets floored (a 62.25-px
+    # wide fit is 62 px at offset 0, not 1: with fine stripes a one-pixel shift is what a
+    # per-pixel correlation sees).
+    width, height = (side * size / max(source.size) for side in source.size)
+    fitted = source.resize((math.floor(width), math.floor(height)), Image.BILINEAR)
     canvas = Image.new("RGB", (size, size))
-    canvas.paste(fitted, ((size - fitted.size[0]) // 2, (size - fitted.size[1]) // 2))
+    canvas.paste(fitted, (max(0, math.floor((size - width) / 2)), max(0, math.floor((size - height) / 2))))
     return np.asarray(canvas)
 
 
