@@ -48,7 +48,7 @@ class ImageRecord:
 
     def __reduce__(self):
         # Pickled as its values only (Beam's coder pickles it): the runner buffers one record per
-        # image between the job's steps, and the field names were half of each (386 -> ~200 bytes).
+        # image between the job's steps, and the field names were a third of each.
         return ImageRecord, tuple(getattr(self, field.name) for field in dataclasses.fields(self))
 
 
