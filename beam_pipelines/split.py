@@ -28,7 +28,6 @@ import re
 from foodpipe.errors import FoodpipeError
 from foodpipe.schema import SPLITS, TEST, TRAIN, VAL
 
-SOURCES = ("fractions", "meta", "file")
 UNLISTED_POLICIES = ("reject", "train", "skip")
 NOT_LISTED = "not in split lists"  # the rejection reason of an image no list names
 SKIP = "skip"  # SplitPlan.place of an image no list names, with --unlisted skip
@@ -191,13 +190,6 @@ class SplitPlan:
         group_of = dict(ids_and_groups)
         return assign(list(group_of), self.fractions, self.seed,
                       lambda image_id: group_of[image_id] if group_of[image_id] is not None else image_id)
-
-    def expected_fractions(self, image_id: str) -> tuple[float, float, float]:
-        """How much of this listed file the driver expects in each split (for sizing shards)."""
-        placed = self.place(image_id)
-        if placed is None:
-            return self.fractions
-        return tuple(1.0 if placed == name else 0.0 for name in SPLITS)
 
 
 def mixed_groups(ids, group_of) -> frozenset:
