@@ -107,7 +107,7 @@ def cmd_evaluate(args) -> dict:
 
     _s3_settings(args)
     output_dir = os.path.dirname(os.path.abspath(args.json)) if args.json else None
-    return evaluate.evaluate(args.model, args.data, args.split, args.batch_size, args.mlflow_uri, output_dir)
+    return evaluate.evaluate(args.model, args.data, args.split, args.batch_size, args.mlflow_uri, output_dir, args.tta)
 
 
 def cmd_select(args) -> dict:
@@ -232,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="preprocessed dataset (path or s3://)")
     p.add_argument("--split", default=schema.TEST, choices=schema.SPLITS, help="the split to evaluate")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    p.add_argument("--tta", default="none", metavar="{none,flip}",
+                   help="test-time augmentation: flip averages each image's and its mirror image's probabilities")
     mlflow_flag(p)
     s3_flag(p)
     p.epilog = "With --json FILE, the error analysis is also written beside FILE, in evaluation/SPLIT/."

@@ -301,6 +301,30 @@ def test_mixed_precision_and_xla_switches_and_step_progress(dataset, tmp_path):
     assert run.data.params["mixed_precision"] == "True" and run.data.params["jit_compile"] == "True"
 
 
+def test_recipe_switches_train_log_their_params_and_flip_tta_is_logged_apart(dataset, tmp_path):
+    """Every regularisation switch at once through ``foodpipe train``, then ``evaluate --tta flip``."""
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    recipe = {"weight_decay": "0.05", "label_smoothing": "0.1", "mixup": "0.2", "cutmix": "1.0", "ema": "0.9",
+              "auto_augment": "trivial"}
+    flags = [part for key, value in recipe.items() for part in (f"--{key.replace('_', '-')}", value)]
+    result = last_json(train(dataset, "--epochs", "2", *flags, "--mlflow-uri", tracking).stdout)
+    client = client_for(tracking)
+    run = client.get_run(result["run_id"])
+    assert {key: run.data.params[key] for key in recipe} == recipe
+    assert len(run.data.metrics) and all(np.isfinite(list(run.data.metrics.values())))
+    flipped = foodpipe("evaluate", "--model", result["model_uri"], "--data", dataset, "--split", "val", "--tta", "flip",
+                       "--mlflow-uri", tracking)
+    assert flipped.returncode == 0, flipped.stderr[-3000:]
+    scores = last_json(flipped.stdout)
+    assert scores["tta"] == "flip"
+    metrics = client.get_run(result["run_id"]).data.metrics
+    assert metrics["val_tta_flip_accuracy"] == pytest.approx(scores["accuracy"]) and "val_count" not in metrics
+    bad = foodpipe("evaluate", "--model", result["model_uri"], "--data", dataset, "--tta", "five-crop",
+                   "--mlflow-uri", tracking)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == \
+        "foodpipe: error: unknown tta 'five-crop': choose one of none, flip", bad.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_multi_worker_training_one_run_same_weights(dataset, mlflow_server, tmp_path):
     ports = [free_port(), free_port()]

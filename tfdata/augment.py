@@ -3,7 +3,8 @@ per batch (one call per image made tf.data's threads fight over the GIL: 242 img
 
 A batch's random parameters are drawn at once (numpy). Then, image by image, the geometric steps
 with albumentations' own operations (OpenCV underneath, which releases the GIL): horizontal flip,
-rotation with reflected borders, Gaussian blur. Then one call of a Numba kernel compiled with
+rotation with reflected borders, the automatic policy's operations if one is chosen
+(TrivialAugment or RandAugment, ``tfdata.policy``), Gaussian blur. Then one call of a Numba kernel compiled with
 ``nogil=True`` for the whole batch: brightness/contrast and Gaussian noise per pixel, uint8 in and
 out (saturating), in a flat loop the compiler vectorizes; standard scaling is the model's first layer.
 Noise comes from a pre-drawn table of standard normals, read from a random offset: drawing a normal
@@ -20,6 +21,8 @@ import threading
 
 import numba
 import numpy as np
+
+from tfdata import policy
 
 NOISE_TABLE_SIZE = 1 << 21
 
@@ -90,6 +93,8 @@ class Draws:
     beta: np.ndarray  # brightness in pixel levels (float32; 0 unchanged)
     noise_offset: np.ndarray  # where the image's normals start in the noise table
     noise_sigma: np.ndarray  # float32; 0 no noise
+    policy_operations: np.ndarray  # [images, k] indices into policy.OPERATIONS (k = 0 without a policy)
+    policy_magnitudes: np.ndarray  # [images, k] signed magnitudes in [-1, 1]
 
 
 class Augmenter:
@@ -130,6 +135,7 @@ class Augmenter:
         limit = config.brightness_contrast
         lighting = chosen(limit > 0)
         noisy = chosen(config.noise_std > 0)
+        operations, magnitudes = policy.draw(rng, config.auto_augment, count)
         return Draws(
             flip=chosen(config.flip, 0.5),
             angle=np.where(chosen(config.rotate_degrees > 0),
@@ -140,6 +146,8 @@ class Augmenter:
             beta=np.where(lighting, 255 * rng.uniform(-limit, limit, count), 0).astype(np.float32),
             noise_offset=rng.integers(0, max(1, self.noise_table.size - pixels + 1), count),
             noise_sigma=np.where(noisy, config.noise_std, 0).astype(np.float32),
+            policy_operations=operations,
+            policy_magnitudes=magnitudes,
         )
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
@@ -153,8 +161,9 @@ class Augmenter:
         return out
 
     def geometric(self, image: np.ndarray, draws: Draws, index: int) -> np.ndarray:
-        """Flip, rotation (about the centre, borders reflected) and blur of one image, as drawn, with
-        the albumentations operations its HorizontalFlip, Rotate and GaussianBlur apply."""
+        """Flip, rotation (about the centre, borders reflected), the policy's operations and blur of
+        one image, as drawn, with the albumentations operations its HorizontalFlip, Rotate and
+        GaussianBlur apply."""
         cv2, fblur, fgeometric, fpixel = self._operations
         if draws.flip[index]:
             image = fgeometric.hflip(image)
@@ -164,6 +173,7 @@ class Augmenter:
                 no_shift, no_shear, no_scale, float(draws.angle[index]), fgeometric.center(image.shape))
             image = fgeometric.warp_affine(image, matrix, cv2.INTER_LINEAR, 0, cv2.BORDER_REFLECT_101,
                                            image.shape[:2])
+        image = policy.apply(image, draws.policy_operations[index], draws.policy_magnitudes[index])
         if draws.blur_size[index]:
             kernel = fblur.create_gaussian_kernel_1d(float(draws.blur_sigma[index]), int(draws.blur_size[index]))
             image = fpixel.separable_convolve(image, kernel=kernel)

@@ -9,6 +9,8 @@ from foodpipe.errors import FoodpipeError
 #   pad:    the whole image resized to fit the square, aspect kept, the rest black;
 #   crop:   a centred square of ``eval_crop_fraction`` times the shorter side.
 FRAMINGS = ("squash", "pad", "crop")
+# Automatic augmentation policies (tfdata.policy): none, TrivialAugment, RandAugment.
+POLICIES = ("none", "trivial", "rand")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +32,7 @@ class InputConfig:
     noise_std: float = 0.0  # Gaussian noise, pixel units; 0 turns it off
     blur: bool = False
     augment_probability: float = 0.5  # each augmentation is applied to about this share of images
+    auto_augment: str = "none"  # an automatic policy on every image: none, trivial or rand (tfdata.policy)
     # Reading.
     cycle_length: int = 8  # shards read at once
     read_buffer_mb: float = 8.0  # per-shard read buffer (large buffers matter on S3)
@@ -51,6 +54,8 @@ class InputConfig:
             (0 <= self.brightness_contrast < 1,
              f"brightness_contrast must be in [0, 1), got {self.brightness_contrast}"),
             (self.noise_std >= 0, f"noise_std must not be negative, got {self.noise_std}"),
+            (self.auto_augment in POLICIES,
+             f"unknown auto_augment {self.auto_augment!r}: choose one of {', '.join(POLICIES)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -58,8 +63,9 @@ class InputConfig:
 
     @property
     def any_augmentation(self) -> bool:
-        return self.flip or self.rotate_degrees > 0 or self.brightness_contrast > 0 or self.noise_std > 0 or self.blur
+        return (self.flip or self.rotate_degrees > 0 or self.brightness_contrast > 0 or self.noise_std > 0 or self.blur
+                or self.auto_augment != "none")
 
     def without_augmentation(self) -> "InputConfig":
         return dataclasses.replace(self, flip=False, rotate_degrees=0.0, brightness_contrast=0.0, noise_std=0.0,
-                                   blur=False)
+                                   blur=False, auto_augment="none")

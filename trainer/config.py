@@ -5,7 +5,7 @@ import dataclasses
 
 from foodpipe.errors import FoodpipeError
 import models
-from tfdata.config import FRAMINGS, InputConfig
+from tfdata.config import FRAMINGS, POLICIES, InputConfig
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 OPTIMIZERS = ("adam", "sgd")
@@ -38,6 +38,12 @@ class TrainConfig:
     lr_patience: int = 10  # plateau only
     min_lr: float = 1e-6  # plateau only
     keep: str = "best"  # which epoch's weights are exported: best val_accuracy, or the last
+    # Regularisation for training from scratch on little data (0 switches each off).
+    weight_decay: float = 0.0  # decoupled (Adam becomes AdamW); biases and BatchNorm spared
+    label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(alpha, alpha) of mixup (trainer.mixing)
+    cutmix: float = 0.0  # Beta(alpha, alpha) of CutMix; with mixup, one of the two per batch
+    ema: float = 0.0  # momentum of the weights' moving average, which is validated and exported
     # Model hyperparameters: a flag for each keyword of every model builder (which model takes which
     # is read from the builders' signatures, see ``models.hyperparameters``).
     num_blocks: int = 4
@@ -60,6 +66,7 @@ class TrainConfig:
     noise_std: float = _INPUT.noise_std
     blur: bool = _INPUT.blur
     augment_probability: float = _INPUT.augment_probability
+    auto_augment: str = _INPUT.auto_augment
     skip_corrupt: bool = False
     # Compute.
     mixed_precision: bool = False
@@ -90,6 +97,11 @@ class TrainConfig:
             (self.lr_patience >= 1, f"lr_patience must be at least 1, got {self.lr_patience}"),
             (self.crop_aspect_max >= 1, f"crop_aspect_max must be at least 1, got {self.crop_aspect_max}"),
             (self.cpu_replicas >= 1, f"cpu_replicas must be at least 1, got {self.cpu_replicas}"),
+            (self.weight_decay >= 0, f"weight_decay must not be negative, got {self.weight_decay}"),
+            (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.mixup >= 0, f"mixup must not be negative, got {self.mixup}"),
+            (self.cutmix >= 0, f"cutmix must not be negative, got {self.cutmix}"),
+            (0 <= self.ema < 1, f"ema must be in [0, 1), got {self.ema}"),
             (bool(self.experiment), "experiment must not be empty"),
         ]
         for ok, message in checks:
@@ -105,7 +117,7 @@ class TrainConfig:
             crop_aspect=(1 / self.crop_aspect_max, self.crop_aspect_max),
             flip=self.flip, rotate_degrees=self.rotate_degrees, brightness_contrast=self.brightness_contrast,
             noise_std=self.noise_std, blur=self.blur, augment_probability=self.augment_probability,
-            skip_corrupt=self.skip_corrupt)
+            auto_augment=self.auto_augment, skip_corrupt=self.skip_corrupt)
         return config if self.augment else config.without_augmentation()
 
     def model_hyperparameters(self) -> dict:
@@ -162,6 +174,13 @@ HELP = {
     "noise_std": "Gaussian noise with this standard deviation in pixel units; 0 turns it off",
     "blur": "random Gaussian blur (3-5 px kernel)",
     "augment_probability": "each augmentation but flip is applied to this share of images",
+    "auto_augment": "an automatic augmentation policy on every train image: trivial (TrivialAugment: one random "
+                    "operation at a random strength) or rand (RandAugment: two at strength 9/30)",
+    "weight_decay": "decoupled weight decay (Adam becomes AdamW), multiplied by the learning rate; 0 turns it off",
+    "label_smoothing": "share of the target spread evenly over the classes",
+    "mixup": "mixup: alpha of the Beta(alpha, alpha) blend of image pairs and their targets; 0 turns it off",
+    "cutmix": "CutMix: alpha of the Beta(alpha, alpha) share of a pasted box; with --mixup, one of the two per batch",
+    "ema": "momentum of an exponential moving average of the weights, validated and exported (e.g. 0.99); 0 off",
     "weights": "nasnet: imagenet, none, or a local weights file",
     "freeze_fraction": "nasnet: share of base layers frozen, counted from the input",
     "strategy": "auto: multi-worker with TF_CONFIG, mirrored with several GPUs, else default",
@@ -172,7 +191,7 @@ HELP = {
 
 
 CHOICES = {"model": models.NAMES, "optimizer": OPTIMIZERS, "strategy": STRATEGIES,
-           "lr_schedule": LR_SCHEDULES, "keep": KEEP, "framing": FRAMINGS}
+           "lr_schedule": LR_SCHEDULES, "keep": KEEP, "framing": FRAMINGS, "auto_augment": POLICIES}
 
 
 def add_arguments(parser) -> None:

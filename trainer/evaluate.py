@@ -99,11 +99,23 @@ class Mistakes:
         self.images, self.labels, self.probabilities, self.ids = (array[keep] for array in candidates)
 
 
-def predict_with_ids(classifier, dataset, mistakes: Mistakes):
+TTA = ("none", "flip")
+
+
+def classify(classifier, images, tta: str = "none") -> np.ndarray:
+    """Class probabilities of a batch; with ``tta`` ``flip`` (test-time augmentation), the mean of
+    the image's and its mirror image's."""
+    probabilities = np.asarray(classifier(images, training=False))
+    if tta == "flip":
+        probabilities = (probabilities + np.asarray(classifier(tf.reverse(images, axis=[2]), training=False))) / 2
+    return probabilities
+
+
+def predict_with_ids(classifier, dataset, mistakes: Mistakes, tta: str = "none"):
     """``(labels, probabilities, ids)`` over a finite ``(images, labels, ids)`` dataset, one pass."""
     labels, probabilities, ids = [], [], []
     for images, batch_labels, batch_ids in dataset:
-        batch_probabilities = np.asarray(classifier(images, training=False))
+        batch_probabilities = classify(classifier, images, tta)
         mistakes.add(images.numpy(), batch_labels.numpy(), batch_probabilities, batch_ids.numpy())
         labels.append(batch_labels.numpy())
         probabilities.append(batch_probabilities)
@@ -156,10 +168,14 @@ def class_difference(data: list[str], model: list[str]) -> str:
 
 
 def evaluate(model_uri: str, data_uri: str, split: str = schema.TEST, batch_size: int = 64,
-             tracking_uri: str | None = None, output_dir: str | None = None) -> dict:
+             tracking_uri: str | None = None, output_dir: str | None = None, tta: str = "none") -> dict:
     """Accuracy, loss, macro/weighted precision/recall/F1, top-k accuracy and ECE of ``split``, in one
     pass; the error analysis (``write_error_analysis``) is logged to the model's run under
-    ``evaluation/SPLIT/`` and, with ``output_dir``, written to ``output_dir/evaluation/SPLIT/``."""
+    ``evaluation/SPLIT/`` and, with ``output_dir``, written to ``output_dir/evaluation/SPLIT/``.
+    With ``tta`` ``flip`` the scores are of ``classify``'s flip-averaged probabilities, logged as
+    ``SPLIT_tta_flip_*`` metrics and under ``evaluation/SPLIT_tta_flip/``."""
+    if tta not in TTA:
+        raise FoodpipeError(f"unknown tta {tta!r}: choose one of {', '.join(TTA)}")
     client = tracking.connect(tracking.chosen_uri(tracking_uri)) if model_uri.startswith(MLFLOW_SCHEMES) else None
     model = load_model(model_uri, tracking_uri, client)
     preprocess, classifier = serving.parts(model)
@@ -172,14 +188,17 @@ def evaluate(model_uri: str, data_uri: str, split: str = schema.TEST, batch_size
     dataset = pipeline.make_dataset(data_uri, split, config, training=False, metadata=metadata, with_ids=True)
     mistakes = Mistakes()
     try:
-        labels, probabilities, ids = predict_with_ids(classifier, dataset, mistakes)
+        labels, probabilities, ids = predict_with_ids(classifier, dataset, mistakes, tta)
     except tf.errors.DataLossError:
         raise pipeline.explain_data_loss(data_uri, split, metadata) from None
     result = metrics.summary(labels, probabilities)
+    if tta != "none":
+        result["tta"] = tta
     run_id = run_of(model_uri, client) if client is not None else None
     if not (run_id or output_dir):
         return result  # the error analysis would go nowhere
-    folder = f"evaluation/{split}"
+    name = split if tta == "none" else f"{split}_tta_{tta}"
+    folder = f"evaluation/{name}"
     local = os.path.join(output_dir, folder) if output_dir else tempfile.mkdtemp(prefix="foodpipe-evaluation-")
     try:
         files = write_error_analysis(local, metadata["classes"], split, labels, probabilities, ids, mistakes)
@@ -187,8 +206,8 @@ def evaluate(model_uri: str, data_uri: str, split: str = schema.TEST, batch_size
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
-            client.log_batch(run_id, metrics=[Metric(f"{split}_{key}", float(value), now, 0)
-                                              for key, value in result.items() if key != "top_k"])
+            client.log_batch(run_id, metrics=[Metric(f"{name}_{key}", float(value), now, 0)
+                                              for key, value in result.items() if key not in ("top_k", "tta")])
             for path in files:
                 client.log_artifact(run_id, path, folder)
             result["run_id"] = run_id

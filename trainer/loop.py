@@ -8,8 +8,14 @@ Per-example losses are summed and divided by the *global* batch size, so gradien
 replicas are the gradients of the global batch's mean loss. Steps sum the loss and a confusion
 matrix across replicas; accuracy is read from the matrix (``metrics.accuracy``), as ``evaluate``
 reads it, and the kept epoch's val matrix is the run's confusion-matrix plot, with no second pass.
+
+With soft targets (label smoothing, mixup, CutMix: ``trainer.mixing``) the train loss is the
+categorical cross-entropy against them, and train accuracy counts the dominant target. With an
+exponential moving average of the weights (the optimizer's ``use_ema``), validation and the
+exported weights are the average's (``averaged_weights``); training goes on from the raw weights.
 """
 
+import contextlib
 import sys
 import time
 
@@ -19,6 +25,7 @@ import tensorflow as tf
 
 from foodpipe import logs
 from trainer import metrics
+from trainer.mixing import Mixing
 
 SUM = tf.distribute.ReduceOp.SUM
 CONFUSION = "confusion_matrix"
@@ -54,13 +61,39 @@ class StepProgress:
             self.stream.flush()
 
 
+def uses_ema(model: keras.Model) -> bool:
+    return bool(getattr(model.optimizer, "use_ema", False))
+
+
+@contextlib.contextmanager
+def averaged_weights(model: keras.Model):
+    """The optimizer's moving average of the weights in the model for the block (no-op without EMA)."""
+    if not uses_ema(model):
+        yield
+        return
+    swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=False)
+    swap.set_model(model)
+    swap.on_test_begin()  # the average in, the raw weights kept in its place
+    try:
+        yield
+    finally:
+        swap.on_test_end()
+
+
+def evaluated_weights(model: keras.Model) -> list:
+    """The weights validation scores and the run exports: the moving average's with EMA."""
+    with averaged_weights(model):
+        return model.get_weights()
+
+
 class DistributedLoop:
     def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy, global_batch_size: int,
-                 jit_compile: bool = False):
+                 jit_compile: bool = False, mixing: Mixing | None = None):
         self.model = model
         self.strategy = strategy
         self.global_batch_size = global_batch_size
         self.num_classes = int(model.output.shape[-1])
+        self.mixing = mixing if mixing is not None and mixing.soft else None
         self._gradients = tf.function(self._compute_gradients, jit_compile=jit_compile)
         self.train_step = tf.function(self._distributed_train_step)  # one step: summed loss, confusion matrix
         self._eval_step = tf.function(self._distributed_eval_step)
@@ -75,10 +108,21 @@ class DistributedLoop:
     def _confusion(self, labels, predictions, weights=None):
         return tf.math.confusion_matrix(labels, predictions, self.num_classes, weights=weights, dtype=tf.float32)
 
+    def _soft_per_example(self, images, labels):
+        """``(losses, predicted classes, dominant target classes)`` against ``self.mixing``'s targets."""
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        images, targets = self.mixing(images, labels, self.model.optimizer.iterations, replica)
+        probabilities = self.model(images, training=True)
+        losses = keras.losses.categorical_crossentropy(targets, probabilities)
+        return tf.cast(losses, tf.float32), tf.argmax(probabilities, axis=-1), tf.argmax(targets, axis=-1)
+
     def _compute_gradients(self, images, labels):
         optimizer = self.model.optimizer
         with tf.GradientTape() as tape:
-            losses, predictions = self._per_example(images, labels, training=True)
+            if self.mixing:
+                losses, predictions, labels = self._soft_per_example(images, labels)
+            else:
+                losses, predictions = self._per_example(images, labels, training=True)
             loss = tf.nn.compute_average_loss(losses, global_batch_size=self.global_batch_size)
             if self.model.losses:  # regularizers, once per replica
                 loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
@@ -168,7 +212,8 @@ class DistributedLoop:
             if self.strategy.num_replicas_in_sync > 1 and self.model.non_trainable_variables:
                 self._average_state()
             if validation_data is not None:
-                logs.update(self.evaluate(validation_data, validation_steps))
+                with averaged_weights(self.model):
+                    logs.update(self.evaluate(validation_data, validation_steps))
             shown = " - ".join(f"{key}: {value:.4f}" for key, value in logs.items() if not key.endswith(CONFUSION))
             print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - started:.1f}s - {shown}", flush=True)
             callback_list.on_epoch_end(epoch, logs)

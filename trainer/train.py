@@ -22,7 +22,8 @@ from tfdata.config import InputConfig
 from trainer import report, serving, strategy as strategies, tracking
 from trainer.checkpoint import ResumableCheckpoint
 from trainer.config import TrainConfig
-from trainer.loop import CONFUSION, DistributedLoop
+from trainer.loop import CONFUSION, DistributedLoop, averaged_weights, evaluated_weights
+from trainer.mixing import Mixing
 
 log = logging.getLogger(__name__)
 LOGGED_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -46,7 +47,8 @@ class EpochLogger(keras.callbacks.Callback):
 
 class KeepBest(keras.callbacks.Callback):
     """Remembers the epoch with the highest ``val_accuracy`` (the earlier on a tie): its number, its
-    logs and its weights, so that the exported model is that epoch's."""
+    logs and the weights validation scored (the moving average's with EMA), so that the exported
+    model is that epoch's."""
 
     monitor = "val_accuracy"
 
@@ -61,7 +63,7 @@ class KeepBest(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (logs or {}).get(self.monitor, -math.inf) > self.score:
             self.epoch, self.logs = epoch + 1, dict(logs)
-            self.weights = self.model.get_weights()
+            self.weights = evaluated_weights(self.model)
 
     def restore_best(self) -> None:
         if self.weights is not None:
@@ -106,18 +108,32 @@ def learning_rate(config: TrainConfig, steps_per_epoch: int):
     )
 
 
+def make_optimizer(config: TrainConfig, model: keras.Model, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """Adam or SGD; with ``weight_decay`` the decay is decoupled (Adam becomes AdamW) and spares
+    biases and BatchNorm's scales and offsets (every 1-D variable); with ``ema`` the optimizer
+    keeps a moving average of the weights (see ``loop.averaged_weights``)."""
+    options = {"weight_decay": config.weight_decay or None, "use_ema": config.ema > 0,
+               "ema_momentum": config.ema or 0.99}
+    lr = learning_rate(config, steps_per_epoch)
+    if config.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(lr, momentum=config.momentum, **options)
+    elif config.weight_decay:
+        optimizer = keras.optimizers.AdamW(lr, **options)
+    else:
+        optimizer = keras.optimizers.Adam(lr, **options)
+    if config.weight_decay:
+        optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if len(v.shape) <= 1])
+    return optimizer
+
+
 def build_model(config: TrainConfig, num_classes: int, pixel_stats: tuple, steps_per_epoch: int) -> keras.Model:
     try:
         model = models.build(config.model, num_classes, config.image_size, pixel_stats=pixel_stats,
                              **config.model_hyperparameters())
     except ValueError as exc:
         raise FoodpipeError(f"model {config.model!r}: {exc}") from None
-    lr = learning_rate(config, steps_per_epoch)
-    if config.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(lr, momentum=config.momentum)
-    else:
-        optimizer = keras.optimizers.Adam(lr)
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=make_optimizer(config, model, steps_per_epoch), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
     model.optimizer.build(model.trainable_variables)  # here, in the strategy's scope, not inside a step
     return model
 
@@ -196,12 +212,13 @@ def log_outputs(writer, model: keras.Model, config: TrainConfig, metadata: dict,
     return writer.log_model(serving_model, first_record_bytes(config.data, metadata, schema.VAL))
 
 
-def keep_epoch(config: TrainConfig, best: KeepBest, last_logs: dict, writer) -> tuple[int, dict]:
+def keep_epoch(config: TrainConfig, model: keras.Model, best: KeepBest, last_logs: dict, writer) -> tuple[int, dict]:
     """``(epoch, its logs)`` of the weights the run exports, loaded into the model: the best epoch's
     (``--keep best``) or the last one's. As MLflow's Keras autologging does for restored weights,
     the kept epoch's metrics are logged once more one step after the last epoch, so a run's latest
     ``val_accuracy`` is its exported model's."""
     if config.keep == "last" or best.weights is None:
+        model.set_weights(evaluated_weights(model))  # the moving average's, with EMA
         return config.epochs, last_logs
     best.restore_best()
     print(f"Keeping epoch {best.epoch} (val_accuracy {best.score:.4f})", flush=True)
@@ -262,11 +279,15 @@ def fit(config: TrainConfig, strategy, model: keras.Model, metadata: dict, initi
     validation_steps = global_batches(metadata, schema.VAL, config.batch_size) if multi_worker else None
     train_data, val_data = distributed_datasets(strategy, config, config.input_config(), metadata, multi_worker,
                                                 steps_done=initial_epoch * steps_per_epoch)
-    loop = DistributedLoop(model, strategy, config.batch_size, config.jit_compile)
+    mixing = Mixing(len(metadata["classes"]), config.label_smoothing, config.mixup, config.cutmix, config.seed)
+    loop = DistributedLoop(model, strategy, config.batch_size, config.jit_compile, mixing)
     logs = loop.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                     validation_data=val_data, validation_steps=validation_steps, callbacks=callbacks,
                     progress=progress)
-    return logs or loop.evaluate(val_data, validation_steps)
+    if logs:
+        return logs
+    with averaged_weights(model):
+        return loop.evaluate(val_data, validation_steps)
 
 
 def train_and_evaluate(config: TrainConfig, writer=None, progress: bool = True) -> dict:
@@ -297,7 +318,7 @@ def train_and_evaluate(config: TrainConfig, writer=None, progress: bool = True) 
         callbacks.append(checkpoint)
     try:
         last_logs = fit(config, strategy, model, metadata, initial_epoch, callbacks, progress)
-        kept_epoch, kept_logs = keep_epoch(config, best, last_logs, writer)
+        kept_epoch, kept_logs = keep_epoch(config, model, best, last_logs, writer)
         model_uri = log_outputs(writer, model, config, metadata, history, kept_logs[f"val_{CONFUSION}"]) \
             if chief else None
     except tf.errors.DataLossError:
