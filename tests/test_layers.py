@@ -14,6 +14,8 @@ those inside functions.
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -110,3 +112,25 @@ def test_every_model_hyperparameter_is_a_trainer_flag_with_the_builder_default()
             assert parameter in fields, f"{name}'s {parameter} has no TrainConfig field"
             if parameter != "weights":  # the trainer asks for ImageNet weights; the builder defaults to none
                 assert fields[parameter] == default, (name, parameter)
+
+
+def test_every_library_logger_is_under_foodpipe_so_its_info_lines_show():
+    """The commands show the ``foodpipe`` logger's INFO lines (``logs.setup``): a library module
+    logging under its bare module name (``trainer.train``) would be silently dropped."""
+    named = {}
+    for package in PACKAGES:
+        for path in sorted((REPO / package).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "getLogger" and node.args:
+                    named[module_name(path)] = ast.unparse(node.args[0])
+    loggers = {module: name for module, name in named.items() if module != "foodpipe.logs"}
+    assert loggers and all(name.startswith(("'foodpipe", '"foodpipe', "f'foodpipe", 'f"foodpipe', "'werkzeug"))
+                           for name in loggers.values()), loggers
+    shown = subprocess.run([sys.executable, "-c", (
+        "from foodpipe import logs; logs.setup()\n"
+        "from trainer import checkpoint, tracking, train\n"
+        "for module in (checkpoint, tracking, train): module.log.info('info from %s', module.__name__)")],
+        capture_output=True, text=True, cwd=REPO_DIR, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    for module in ("trainer.checkpoint", "trainer.tracking", "trainer.train"):
+        assert f"info from {module}" in shown.stderr, shown.stderr[-2000:]

@@ -27,7 +27,7 @@ import keras
 
 from foodpipe import storage, uri
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"foodpipe.{__name__}")  # under the logger the commands show
 STATE_FILE = "state.json"
 
 

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 from foodpipe import logs, storage
 from foodpipe.errors import FoodpipeError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"foodpipe.{__name__}")  # under the logger the commands show
 
 # MLflow retries a failed request 7 times with backoff factor 2 (minutes of waiting) and waits
 # 120 s for an answer: a training run would stall for that long at every epoch of an outage.

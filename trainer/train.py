@@ -25,7 +25,7 @@ from trainer.config import TrainConfig
 from trainer.loop import CONFUSION, DistributedLoop, averaged_weights, evaluated_weights
 from trainer.mixing import Mixing
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"foodpipe.{__name__}")  # under the logger the commands show
 LOGGED_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
