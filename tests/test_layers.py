@@ -134,3 +134,11 @@ def test_every_library_logger_is_under_foodpipe_so_its_info_lines_show():
     assert shown.returncode == 0, shown.stderr[-2000:]
     for module in ("trainer.checkpoint", "trainer.tracking", "trainer.train"):
         assert f"info from {module}" in shown.stderr, shown.stderr[-2000:]
+
+
+def test_first_line_of_an_exception():
+    from foodpipe.errors import first_line
+
+    assert first_line(ValueError("bad thing\nwith detail")) == "bad thing"
+    assert first_line(ValueError("x" * 500), 200) == "x" * 200
+    assert first_line(KeyError()) == "KeyError" and first_line(RuntimeError("  \n")) == "RuntimeError"

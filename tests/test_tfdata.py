@@ -16,7 +16,7 @@ from PIL import Image
 
 from beam_pipelines import preprocess
 from foodpipe import datasets, schema
-from foodpipe.errors import FoodpipeError
+from foodpipe.errors import CorruptShards, FoodpipeError, RunFailed
 from tfdata import augment, pipeline
 from tfdata.config import InputConfig
 
@@ -265,6 +265,9 @@ def test_corrupt_shard_is_named_or_skipped(dataset, tmp_path):
         collect(pipeline.make_dataset(broken, "val", SMALL))
     error = pipeline.explain_data_loss(broken, "val", metadata)
     assert victim in str(error) and "corrupted record" in str(error)
+    assert isinstance(error, CorruptShards) and [path for path, _ in error.shards] == [victim]
+    assert isinstance(pipeline.explain_data_loss(dataset, "val", metadata), RunFailed)  # intact: no shard named
+    assert not isinstance(pipeline.explain_data_loss(dataset, "val", metadata), CorruptShards)
     _, labels = collect(pipeline.make_dataset(broken, "val", InputConfig(image_size=64, batch_size=8,
                                                                          skip_corrupt=True)))
     assert 0 < len(labels) < metadata["splits"]["val"]["count"]

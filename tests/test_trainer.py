@@ -4,6 +4,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -524,6 +525,19 @@ def test_bad_input_is_one_clear_line(command, message, dataset, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("foodpipe: error:") and message in lines[-1], result.stderr[-2000:]
     assert "Traceback" not in result.stderr and "Epoch 1/" not in result.stdout
+
+
+def test_a_corrupt_train_shard_stops_training_with_its_name(dataset, tmp_path):
+    broken = str(tmp_path / "broken")
+    shutil.copytree(dataset, broken)
+    victim = os.path.join(broken, datasets.load_metadata(broken)["splits"]["train"]["shards"][0])
+    data = bytearray(open(victim, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(victim, "wb").write(bytes(data))
+    result = foodpipe("train", "--data", broken, *TINY, "--epochs", "1", "--mlflow-uri", f"sqlite:///{tmp_path}/m.db")
+    assert result.returncode == 3, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("foodpipe: error: corrupt TFRecord shard(s)") and victim in last, result.stderr[-2000:]
 
 
 def test_config_validation_and_params():

@@ -12,7 +12,7 @@ import math
 import tensorflow as tf
 
 from foodpipe import datasets, schema, uri
-from foodpipe.errors import FoodpipeError, RunFailed
+from foodpipe.errors import CorruptShards, FoodpipeError, RunFailed
 from tfdata import augment, filesystem
 from tfdata.config import InputConfig
 
@@ -230,10 +230,8 @@ def find_corrupt_shards(paths: list[str]) -> list[tuple[str, str]]:
 
 
 def explain_data_loss(data_uri: str, split: str, metadata: dict) -> RunFailed:
-    """After a ``DataLossError`` (which names no file): find and name the bad shard(s)."""
+    """After a ``DataLossError`` (which names no file): find and name the bad shard(s)
+    (``CorruptShards``), or say the split is corrupt somewhere."""
     bad = find_corrupt_shards(shard_paths(data_uri, metadata, split))
-    if not bad:
-        return RunFailed(f"corrupt data in split {split!r} of {data_uri}")
-    names = "; ".join(f"{path}: {reason}" for path, reason in bad)
-    return RunFailed(f"corrupt TFRecord shard(s) (rerun with skip_corrupt to skip them): {names}")
+    return CorruptShards(bad) if bad else RunFailed(f"corrupt data in split {split!r} of {data_uri}")
 

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from foodpipe import datasets, s3, schema, storage, uri
 from foodpipe import images as image_checks
-from foodpipe.errors import FoodpipeError
+from foodpipe.errors import FoodpipeError, first_line
 from tfdata import pipeline
 from tfdata.config import InputConfig
 from trainer import metrics, report, serving, tracking
@@ -52,8 +52,7 @@ def load_model(model_uri: str, tracking_uri: str | None = None, client=None):
     except FoodpipeError:
         raise
     except Exception as exc:
-        reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-        raise FoodpipeError(f"cannot load model {model_uri}: {reason}") from None
+        raise FoodpipeError(f"cannot load model {model_uri}: {first_line(exc)}") from None
     try:
         serving.parts(model)
     except (ValueError, StopIteration):

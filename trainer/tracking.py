@@ -13,7 +13,7 @@ import time
 from urllib.parse import urlparse
 
 from foodpipe import logs, storage
-from foodpipe.errors import FoodpipeError
+from foodpipe.errors import FoodpipeError, first_line
 
 log = logging.getLogger(f"foodpipe.{__name__}")  # under the logger the commands show
 
@@ -67,12 +67,8 @@ def connect(uri: str):
         client.search_experiments(max_results=1)
     except Exception as exc:  # requests, MlflowException, SQLAlchemy: all mean "not usable"
         raise refusal(exc, uri, "connecting") or FoodpipeError(
-            f"MLflow tracking server {logs.redact(uri)} is unreachable: {first_line(exc)}") from None
+            f"MLflow tracking server {logs.redact(uri)} is unreachable: {first_line(exc, 200)}") from None
     return client
-
-
-def first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
 
 def refusal(exc: BaseException, uri: str, what: str) -> FoodpipeError | None:
@@ -165,7 +161,7 @@ class MlflowWriter(Scratch):
         except Exception as exc:
             raise refusal(exc, self.tracking_uri, "to write runs in this experiment") or FoodpipeError(
                 f"MLflow tracking server {logs.redact(self.tracking_uri)} could not start the run: "
-                f"{first_line(exc)}") from None
+                f"{first_line(exc, 200)}") from None
 
     def _start(self, params: dict, tags: dict, run_id: str | None) -> str:
         from mlflow.entities import Param, RunTag
@@ -189,7 +185,7 @@ class MlflowWriter(Scratch):
                 action()
             except Exception as exc:
                 if not self._warned:
-                    reason = first_line(exc)
+                    reason = first_line(exc, 200)
                     log.warning("MLflow at %s failed (%s): training goes on; %s and later records will be "
                                 "retried", logs.redact(self.tracking_uri), reason, what)
                     self._warned = True

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import models
 from foodpipe import datasets, schema, storage
-from foodpipe.errors import FoodpipeError, RunFailed
+from foodpipe.errors import CorruptShards, FoodpipeError, RunFailed
 from tfdata import pipeline
 from tfdata.config import InputConfig
 from trainer import report, serving, strategy as strategies, tracking
@@ -160,7 +160,7 @@ def explain_input_error(config: TrainConfig, metadata: dict) -> RunFailed:
     """After a ``DataLossError`` while training: name the corrupt shard(s) of either split."""
     for split in (schema.TRAIN, schema.VAL):
         error = pipeline.explain_data_loss(config.data, split, metadata)
-        if "corrupt TFRecord" in str(error):
+        if isinstance(error, CorruptShards):
             return error
     return RunFailed(f"corrupt data in {config.data}")
 
