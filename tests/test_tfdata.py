@@ -70,7 +70,7 @@ def test_frame_rounds_the_bilinear_resize_to_the_nearest_level(framing):
 @pytest.mark.parametrize("framing", ["squash", "pad", "crop"])
 def test_eval_pipeline_round_trips_labels_and_frames_pixels(dataset, framing):
     in_shard_order = dataclasses.replace(SMALL, cycle_length=1, framing=framing)
-    images, labels = collect(pipeline.make_dataset(dataset, "val", in_shard_order))
+    images, labels = collect(pipeline.eval_dataset(dataset, "val", in_shard_order))
     manifest = [r for r in pq.read_table(os.path.join(dataset, schema.MANIFEST_FILE)).to_pylist() if r["split"] == "val"]
     assert images.shape == (len(manifest), 64, 64, 3) and images.dtype == np.uint8
     # Records come in shard order, deterministically: match them to the manifest through the shards.
@@ -88,11 +88,11 @@ def test_eval_pipeline_round_trips_labels_and_frames_pixels(dataset, framing):
 
 
 def test_eval_is_deterministic_and_train_is_not(dataset):
-    first, labels_a = collect(pipeline.make_dataset(dataset, "val", SMALL))
-    second, labels_b = collect(pipeline.make_dataset(dataset, "val", SMALL))
+    first, labels_a = collect(pipeline.eval_dataset(dataset, "val", SMALL))
+    second, labels_b = collect(pipeline.eval_dataset(dataset, "val", SMALL))
     np.testing.assert_array_equal(first, second)
     np.testing.assert_array_equal(labels_a, labels_b)
-    train = pipeline.make_dataset(dataset, "train", SMALL)
+    train = pipeline.train_dataset(dataset, "train", SMALL)
     one, _ = collect(train)
     two, _ = collect(train)
     assert one.shape == two.shape == (36, 64, 64, 3) and one.dtype == np.uint8
@@ -105,8 +105,8 @@ def test_train_view_at_full_area_without_augmentation_is_the_eval_view(dataset):
     """One framing: a train view that is not randomized shows exactly what eval and serving show."""
     plain = dataclasses.replace(SMALL, cycle_length=1, crop_area=(1.0, 1.0), crop_aspect=(1.0, 1.0)) \
         .without_augmentation()
-    train, train_labels = collect(pipeline.make_dataset(dataset, "val", plain, training=True))
-    evaluated, eval_labels = collect(pipeline.make_dataset(dataset, "val", plain, training=False))
+    train, train_labels = collect(pipeline.train_dataset(dataset, "val", plain))
+    evaluated, eval_labels = collect(pipeline.eval_dataset(dataset, "val", plain))
     order = lambda images, labels: sorted(zip(labels.tolist(), (i.tobytes() for i in images)))  # noqa: E731
     assert order(train, train_labels) == order(evaluated, eval_labels)
 
@@ -191,12 +191,12 @@ def test_input_context_shards_are_disjoint_and_complete(dataset, by_file):
     shards = len(metadata["splits"][split]["shards"])
     pipelines = 2 if by_file else shards + 1
     assert (shards >= pipelines) == by_file
-    everything = sorted(image_hashes(pipeline.make_dataset(dataset, split, SMALL, training=False)))
+    everything = sorted(image_hashes(pipeline.eval_dataset(dataset, split, SMALL)))
     parts = []
     for index in range(pipelines):
         context = tf.distribute.InputContext(num_input_pipelines=pipelines, input_pipeline_id=index,
                                              num_replicas_in_sync=1)
-        part = image_hashes(pipeline.make_dataset(dataset, split, SMALL, context, training=False))
+        part = image_hashes(pipeline.eval_dataset(dataset, split, SMALL, context))
         assert part, f"pipeline {index} got nothing"
         parts += part
     assert sorted(parts) == everything and len(set(everything)) == len(everything)
@@ -204,18 +204,18 @@ def test_input_context_shards_are_disjoint_and_complete(dataset, by_file):
 
 def test_per_replica_batch(dataset):
     context = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0, num_replicas_in_sync=4)
-    images, _ = next(iter(pipeline.make_dataset(dataset, "train", SMALL, context)))
+    images, _ = next(iter(pipeline.train_dataset(dataset, "train", SMALL, context)))
     assert images.shape[0] == SMALL.batch_size // 4
 
 
 @pytest.mark.parametrize("multiple", [1, 7, 16])
 def test_eval_padding_fills_the_split_to_a_multiple_with_weightless_blanks(dataset, multiple):
     count = datasets.load_metadata(dataset)["splits"]["val"]["count"]
-    images, labels = collect(pipeline.make_dataset(dataset, "val", SMALL, pad_to_multiple=multiple))
+    images, labels = collect(pipeline.eval_dataset(dataset, "val", SMALL, pad_to_multiple=multiple))
     assert len(labels) % multiple == 0 and len(labels) - multiple < count <= len(labels)
     assert (labels[:count] >= 0).all() and (labels[count:] == pipeline.PADDING_LABEL).all()
     assert not images[count:].any()
-    plain, plain_labels = collect(pipeline.make_dataset(dataset, "val", SMALL))
+    plain, plain_labels = collect(pipeline.eval_dataset(dataset, "val", SMALL))
     np.testing.assert_array_equal(images[:count], plain)
     np.testing.assert_array_equal(labels[:count], plain_labels)
 
@@ -224,7 +224,7 @@ def test_repeated_train_batches_are_all_full(dataset):
     count = datasets.load_metadata(dataset)["splits"]["train"]["count"]
     batch = 5 if count % 5 else 7
     assert count % batch  # an endless stream, batched: no partial batch at an epoch's end
-    sizes = [len(y) for _, y in pipeline.make_dataset(dataset, "train", dataclasses.replace(SMALL, batch_size=batch),
+    sizes = [len(y) for _, y in pipeline.train_dataset(dataset, "train", dataclasses.replace(SMALL, batch_size=batch),
                                                       repeat=True).take(3 * count // batch)]
     assert set(sizes) == {batch}
 
@@ -235,7 +235,7 @@ def test_the_endless_train_stream_has_one_order_and_a_resumed_one_continues_it(d
     fixed = dataclasses.replace(SMALL, crop_area=(1.0, 1.0), crop_aspect=(1.0, 1.0)).without_augmentation()
 
     def batches(config, skip=0, count=10):
-        stream = pipeline.make_dataset(dataset, "train", config, repeat=True, skip=skip).take(count)
+        stream = pipeline.train_dataset(dataset, "train", config, repeat=True, skip=skip).take(count)
         return [(x.numpy(), y.numpy()) for x, y in stream]
 
     first = batches(fixed)
@@ -262,13 +262,13 @@ def test_corrupt_shard_is_named_or_skipped(dataset, tmp_path):
     data[len(data) // 2] ^= 0xFF
     open(victim, "wb").write(bytes(data))
     with pytest.raises(tf.errors.DataLossError):
-        collect(pipeline.make_dataset(broken, "val", SMALL))
+        collect(pipeline.eval_dataset(broken, "val", SMALL))
     error = pipeline.explain_data_loss(broken, "val", metadata)
     assert victim in str(error) and "corrupted record" in str(error)
     assert isinstance(error, CorruptShards) and [path for path, _ in error.shards] == [victim]
     assert isinstance(pipeline.explain_data_loss(dataset, "val", metadata), RunFailed)  # intact: no shard named
     assert not isinstance(pipeline.explain_data_loss(dataset, "val", metadata), CorruptShards)
-    _, labels = collect(pipeline.make_dataset(broken, "val", InputConfig(image_size=64, batch_size=8,
+    _, labels = collect(pipeline.eval_dataset(broken, "val", InputConfig(image_size=64, batch_size=8,
                                                                          skip_corrupt=True)))
     assert 0 < len(labels) < metadata["splits"]["val"]["count"]
 
@@ -277,14 +277,14 @@ def test_bad_datasets_fail_clearly(dataset, tmp_path):
     incomplete = copy_dataset(dataset, tmp_path / "incomplete")
     os.remove(os.path.join(incomplete, schema.METADATA_FILE))
     with pytest.raises(FoodpipeError, match="dataset incomplete"):
-        pipeline.make_dataset(incomplete, "train", SMALL)
+        pipeline.train_dataset(incomplete, "train", SMALL)
     with pytest.raises(FoodpipeError, match="larger than every image"):
-        pipeline.make_dataset(dataset, "train", InputConfig(image_size=600))
+        pipeline.train_dataset(dataset, "train", InputConfig(image_size=600))
     no_test = copy_dataset(dataset, tmp_path / "no_test")
     metadata = json.load(open(os.path.join(no_test, schema.METADATA_FILE)))
     metadata["splits"]["test"] = {"count": 0, "shards": []}
     json.dump(metadata, open(os.path.join(no_test, schema.METADATA_FILE), "w"))
     with pytest.raises(FoodpipeError, match="has no shards"):
-        pipeline.make_dataset(no_test, "test", SMALL)
+        pipeline.eval_dataset(no_test, "test", SMALL)
     with pytest.raises(FoodpipeError, match="image_size must be"):
         InputConfig(image_size=4)

@@ -1,1 +1,2 @@
-"""The tf.data input pipeline over the preprocessed TFRecords: ``pipeline.make_dataset``."""
+"""The tf.data input pipeline over the preprocessed TFRecords: ``pipeline.train_dataset`` and
+``pipeline.eval_dataset``."""

@@ -160,8 +160,8 @@ def run(data_uri: str, config: InputConfig, images: int, seed_images: int) -> di
 
 def _run(data_uri: str, metadata: dict, config: InputConfig, images: int, seed_images: int) -> dict:
     settings = s3.S3Settings.from_env()
-    train = pipeline.make_dataset(data_uri, schema.TRAIN, config, metadata=metadata)
-    evaluation = pipeline.make_dataset(data_uri, schema.TRAIN, config, training=False, metadata=metadata)
+    train = pipeline.train_dataset(data_uri, schema.TRAIN, config, metadata=metadata)
+    evaluation = pipeline.eval_dataset(data_uri, schema.TRAIN, config, metadata=metadata)
     result = {
         "decode_only_img_per_s": images_per_second(decode_only_dataset(data_uri, metadata, config), images),
         "train_pipeline_img_per_s": images_per_second(train, images),
@@ -173,7 +173,7 @@ def _run(data_uri: str, metadata: dict, config: InputConfig, images: int, seed_i
     if uri.is_s3(data_uri):
         with tempfile.TemporaryDirectory(prefix="foodpipe-bench-") as local:
             copy_shards_locally(data_uri, metadata, local, settings)
-            local_rate = images_per_second(pipeline.make_dataset(local, schema.TRAIN, config), images)
+            local_rate = images_per_second(pipeline.train_dataset(local, schema.TRAIN, config), images)
         result["train_pipeline_local_img_per_s"] = local_rate
         result["s3_vs_local"] = result["train_pipeline_img_per_s"] / local_rate
     else:

@@ -1,10 +1,11 @@
-"""``make_dataset``: the one tf.data input pipeline, used by the trainer, the evaluator and the
-benchmark. It reads what the Beam job wrote (local or ``s3://``)::
+"""The one tf.data input pipeline, ``train_dataset`` and ``eval_dataset``, both reading through
+``read_examples``; used by the trainer, the evaluator and the benchmark. It reads what the Beam job
+wrote (local or ``s3://``)::
 
-    shards -> interleaved TFRecord reads -> [train: shuffle] -> parse -> decode
-           -> [train: a random window (random_window) + albumentations/Numba augmentation]
-           -> [eval: the eval window, the same function the serving model uses]
-           -> batch -> prefetch
+    read_examples: shards -> interleaved TFRecord reads -> [shuffle] -> parse
+    train_dataset: -> a random window (random_window), decoded -> batch -> albumentations/Numba
+                   augmentation -> prefetch
+    eval_dataset:  -> the eval window, the same function the serving model uses -> batch -> prefetch
 """
 
 import math
@@ -129,60 +130,72 @@ def read_shard(path, config: InputConfig):
 PADDING_LABEL = -1  # blank examples that make every replica's eval batch full; they weigh nothing
 
 
-def make_dataset(data_uri: str, split: str, config: InputConfig, input_context=None, training=None,
-                 metadata=None, repeat: bool = False, skip: int = 0, pad_to_multiple: int | None = None,
-                 with_ids: bool = False) -> tf.data.Dataset:
-    """Batches of ``(images uint8 [B, S, S, 3], labels int64 [B])`` for ``split``.
+def read_examples(data_uri: str, split: str, config: InputConfig, metadata: dict | None = None, input_context=None,
+                  shuffle: bool = False, repeat: bool = False, skip: int = 0, with_ids: bool = False):
+    """``(examples, metadata)``: the split's parsed records, ``(JPEG bytes, label[, image id])``.
 
-    ``training`` (default: ``split == schema.TRAIN``) selects shuffling and augmentation; otherwise the
-    order is deterministic. With a ``tf.distribute.InputContext`` the batch is per replica and the
-    input is sharded by file when there are enough shards, else by record. Pixels stay uint8 (a
-    quarter of float32's bytes to the device): scaling is the model's first layer.
-
-    ``repeat``: endless, every batch full (the examples repeat before batching), in an order that
-    depends on ``config.seed`` alone; ``skip`` records of it are passed over (cheaply, before
-    parsing), so a resumed run continues the stream where it stopped. ``pad_to_multiple``
-    (eval on one input pipeline): blank images labelled ``PADDING_LABEL`` fill the split up to a
-    multiple of it, the global batch size, so that no replica gets a partial or empty batch.
-    ``with_ids`` (eval): batches of ``(images, labels, image ids)``, for finding images again.
+    With a ``tf.distribute.InputContext`` this input pipeline reads its own share: whole shards when
+    there are enough of them, else every n-th record. ``shuffle``: shards and records in a random
+    order that depends on ``config.seed`` alone. ``repeat``: endless. ``skip``: that many records
+    passed over (cheaply, before parsing), so a resumed run continues the stream where it stopped.
     """
-    training = split == schema.TRAIN if training is None else training
-    if with_ids and (training or pad_to_multiple):
-        raise ValueError("with_ids is for unpadded eval datasets")
-    ordered = not training or repeat  # a resumed trainer finds its place again in an ordered stream
     metadata = metadata or datasets.load_metadata(data_uri)
     paths = shard_paths(data_uri, metadata, split)
     largest = metadata.get("image_sides", {}).get("max")
     if largest and config.image_size > largest:
         raise FoodpipeError(f"image_size {config.image_size} is larger than every image in {data_uri} "
                             f"(largest side {largest})")
-
+    ordered = not shuffle or repeat  # a resumed trainer finds its place again in an ordered stream
     pipelines = input_context.num_input_pipelines if input_context else 1
     by_file = pipelines > 1 and len(paths) >= pipelines
     files = tf.data.Dataset.from_tensor_slices(paths)
     if by_file:
         files = files.shard(pipelines, input_context.input_pipeline_id)
-    if training:
+    if shuffle:
         files = files.shuffle(len(paths), seed=config.seed, reshuffle_each_iteration=True)
-    records = files.interleave(
-        lambda path: read_shard(path, config),
-        cycle_length=min(config.cycle_length, len(paths)),
-        num_parallel_calls=AUTOTUNE,
-        deterministic=ordered,
-    )
+    records = files.interleave(lambda path: read_shard(path, config), cycle_length=min(config.cycle_length, len(paths)),
+                               num_parallel_calls=AUTOTUNE, deterministic=ordered)
     if pipelines > 1 and not by_file:
         records = records.shard(pipelines, input_context.input_pipeline_id)
-    if training:
+    if shuffle:
         records = records.shuffle(config.shuffle_buffer, seed=config.seed, reshuffle_each_iteration=True)
     if repeat:
         records = records.repeat()
     if skip:
         records = records.skip(skip)
     examples = records.map(parse_with_id if with_ids else parse, num_parallel_calls=AUTOTUNE, deterministic=ordered)
+    return examples, metadata
 
+
+def replica_batch(config: InputConfig, input_context=None) -> int:
+    """The batch one input pipeline makes: the global batch, split over the replicas."""
+    return input_context.get_per_replica_batch_size(config.batch_size) if input_context else config.batch_size
+
+
+def finish(dataset: tf.data.Dataset, ordered: bool) -> tf.data.Dataset:
+    """Prefetch, and the options every foodpipe dataset has."""
+    options = tf.data.Options()
+    options.deterministic = ordered
+    # Sharding is done by ``read_examples``, so tf.distribute must not shard again (and warn about it).
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return dataset.prefetch(AUTOTUNE).with_options(options)
+
+
+def train_dataset(data_uri: str, split: str, config: InputConfig, input_context=None, metadata: dict | None = None,
+                  repeat: bool = False, skip: int = 0) -> tf.data.Dataset:
+    """The train stream: batches of ``(images uint8 [B, S, S, 3], labels int64 [B])`` of ``split``,
+    shuffled, each image a random window (``decode_train_image``), then the batch augmentation.
+    Pixels stay uint8 (a quarter of float32's bytes to the device): scaling is the model's first
+    layer. ``repeat``: endless, every batch full, in an order that depends on ``config.seed``
+    alone; ``skip``: records passed over (see ``read_examples``).
+    """
+    ordered = repeat
+    examples, _ = read_examples(data_uri, split, config, metadata, input_context, shuffle=True, repeat=repeat,
+                                skip=skip)
     size = config.image_size
-    batch = input_context.get_per_replica_batch_size(config.batch_size) if input_context else config.batch_size
-    if training:
+    dataset = examples.map(lambda encoded, label: (decode_train_image(encoded, config), label),
+                           num_parallel_calls=AUTOTUNE, deterministic=ordered).batch(replica_batch(config, input_context))
+    if config.any_augmentation:
         augmenter = augment.Augmenter(config)
 
         def augment_batch(images, labels):
@@ -190,31 +203,34 @@ def make_dataset(data_uri: str, split: str, config: InputConfig, input_context=N
             images.set_shape([None, size, size, 3])
             return images, labels
 
-        dataset = (
-            examples.map(lambda encoded, label: (decode_train_image(encoded, config), label),
-                         num_parallel_calls=AUTOTUNE, deterministic=ordered)
-            .batch(batch)
-        )
-        if config.any_augmentation:
-            dataset = dataset.map(augment_batch, num_parallel_calls=AUTOTUNE, deterministic=ordered)
-    else:
-        images = examples.map(
-            lambda encoded, *rest: (preprocess_eval_image(encoded, size, config.framing, config.eval_crop_fraction),
-                                    *rest),
-            num_parallel_calls=AUTOTUNE, deterministic=True)
-        if pad_to_multiple:
-            if pipelines > 1:
-                raise ValueError("pad_to_multiple needs the whole split in one input pipeline")
-            blank = (tf.zeros([size, size, 3], tf.uint8), tf.constant(PADDING_LABEL, tf.int64))
-            padding = -metadata["splits"][split]["count"] % pad_to_multiple
-            images = images.concatenate(tf.data.Dataset.from_tensors(blank).repeat(padding))
-        dataset = images.batch(batch)
-    dataset = dataset.prefetch(AUTOTUNE)
-    options = tf.data.Options()
-    options.deterministic = ordered
-    # Sharding is done above, so tf.distribute must not shard again (and warn about it).
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    return dataset.with_options(options)
+        dataset = dataset.map(augment_batch, num_parallel_calls=AUTOTUNE, deterministic=ordered)
+    return finish(dataset, ordered)
+
+
+def eval_dataset(data_uri: str, split: str, config: InputConfig, input_context=None, metadata: dict | None = None,
+                 repeat: bool = False, pad_to_multiple: int | None = None, with_ids: bool = False) -> tf.data.Dataset:
+    """The eval stream: batches of ``(images, labels)`` of ``split`` in a fixed order, each image as
+    the serving model frames it (``preprocess_eval_image``).
+
+    ``pad_to_multiple`` (one input pipeline): blank images labelled ``PADDING_LABEL`` fill the split
+    up to a multiple of it, the global batch size, so that no replica gets a partial or empty batch.
+    ``with_ids``: batches of ``(images, labels, image ids)``, for finding images again.
+    """
+    if with_ids and pad_to_multiple:
+        raise ValueError("with_ids is for unpadded eval datasets")
+    if pad_to_multiple and input_context and input_context.num_input_pipelines > 1:
+        raise ValueError("pad_to_multiple needs the whole split in one input pipeline")
+    examples, metadata = read_examples(data_uri, split, config, metadata, input_context, repeat=repeat,
+                                       with_ids=with_ids)
+    size = config.image_size
+    images = examples.map(
+        lambda encoded, *rest: (preprocess_eval_image(encoded, size, config.framing, config.eval_crop_fraction), *rest),
+        num_parallel_calls=AUTOTUNE, deterministic=True)
+    if pad_to_multiple:
+        blank = (tf.zeros([size, size, 3], tf.uint8), tf.constant(PADDING_LABEL, tf.int64))
+        padding = -metadata["splits"][split]["count"] % pad_to_multiple
+        images = images.concatenate(tf.data.Dataset.from_tensors(blank).repeat(padding))
+    return finish(images.batch(replica_batch(config, input_context)), ordered=True)
 
 
 def find_corrupt_shards(paths: list[str]) -> list[tuple[str, str]]:

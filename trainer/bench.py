@@ -40,7 +40,7 @@ def run(config: TrainConfig, steps: int = 20, warmup: int = 5) -> dict:
     metadata = datasets.load_metadata(config.data)
 
     def batches(context):
-        return pipeline.make_dataset(config.data, schema.TRAIN, config.input_config(), context, metadata=metadata,
+        return pipeline.train_dataset(config.data, schema.TRAIN, config.input_config(), context, metadata=metadata,
                                      repeat=True)  # the trainer's own stream
 
     real = strategy.distribute_datasets_from_function(batches)

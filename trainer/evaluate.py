@@ -184,7 +184,7 @@ def evaluate(model_uri: str, data_uri: str, split: str = schema.TEST, batch_size
                             f"{class_difference(metadata['classes'], preprocess.class_names)}")
     config = InputConfig(image_size=preprocess.image_size, batch_size=batch_size, framing=preprocess.framing,
                          eval_crop_fraction=preprocess.crop_fraction)
-    dataset = pipeline.make_dataset(data_uri, split, config, training=False, metadata=metadata, with_ids=True)
+    dataset = pipeline.eval_dataset(data_uri, split, config, metadata=metadata, with_ids=True)
     mistakes = Mistakes()
     try:
         labels, probabilities, ids = predict_with_ids(classifier, dataset, mistakes, tta)

@@ -177,14 +177,13 @@ def distributed_datasets(strategy, config: TrainConfig, inputs: InputConfig, met
     """
     def train(context):
         consumed = steps_done * config.batch_size // context.num_input_pipelines
-        return pipeline.make_dataset(config.data, schema.TRAIN, inputs, context, metadata=metadata, repeat=True,
-                                     skip=consumed)
+        return pipeline.train_dataset(config.data, schema.TRAIN, inputs, context, metadata=metadata, repeat=True,
+                                      skip=consumed)
 
     def val(context):
         if multi_worker:
-            return pipeline.make_dataset(config.data, schema.VAL, inputs, context, training=False, metadata=metadata,
-                                         repeat=True)
-        return pipeline.make_dataset(config.data, schema.VAL, inputs, context, training=False, metadata=metadata,
+            return pipeline.eval_dataset(config.data, schema.VAL, inputs, context, metadata=metadata, repeat=True)
+        return pipeline.eval_dataset(config.data, schema.VAL, inputs, context, metadata=metadata,
                                      pad_to_multiple=config.batch_size)
 
     return strategy.distribute_datasets_from_function(train), strategy.distribute_datasets_from_function(val)
