@@ -111,9 +111,9 @@ def cmd_evaluate(args) -> dict:
 
 
 def cmd_select(args) -> dict:
-    from trainer import evaluate
+    from trainer import registry
 
-    result, compared = evaluate.select(args.experiment, args.mlflow_uri, args.register, args.metric, args.alias)
+    result, compared = registry.select(args.experiment, args.mlflow_uri, args.register, args.metric, args.alias)
     print_table(compared)
     return result
 
@@ -129,10 +129,10 @@ def print_table(rows: list[dict]) -> None:
 
 
 def cmd_predict(args) -> list:
-    from trainer import evaluate
+    from trainer import predict
 
     _s3_settings(args)
-    results = evaluate.predict(args.model, args.images, args.top_k, args.mlflow_uri)
+    results = predict.predict(args.model, args.images, args.top_k, args.mlflow_uri)
     for result in results:
         ranked = ", ".join(f"{p['class']} {p['probability']:.3f}" for p in result["predictions"])
         print(f"{result['image']}: {ranked}")

@@ -61,7 +61,7 @@ def log_dataset_report(dataset_uri: str, metadata: dict, tracking_uri: str) -> d
 
 def run(args) -> dict:
     from beam_pipelines import preprocess
-    from trainer import evaluate, train, tracking
+    from trainer import evaluate, predict, registry, train, tracking
     from trainer.config import TrainConfig
 
     workdir = os.path.abspath(args.workdir)
@@ -96,11 +96,11 @@ def run(args) -> dict:
         step(f"evaluating {trained['model_uri']} on the test split")
         scores = evaluate.evaluate(trained["model_uri"], dataset_uri, schema.TEST, tracking_uri=tracking_uri)
         step(f"test accuracy {scores['accuracy']:.3f} on {scores['count']} images")
-        best = evaluate.select(EXPERIMENT, tracking_uri)[0]
+        best = registry.select(EXPERIMENT, tracking_uri)[0]
         step(f"best run of experiment {EXPERIMENT!r}: {best['run_id']} (val_accuracy {best['val_accuracy']:.3f})")
         test_image = datasets.read_manifest(dataset_uri, split=schema.TEST)[0]
         image = test_image["uri"]
-        prediction = evaluate.predict(best["model_uri"], [image], tracking_uri=tracking_uri)[0]["predictions"][0]
+        prediction = predict.predict(best["model_uri"], [image], tracking_uri=tracking_uri)[0]["predictions"][0]
         step(f"prediction for {image} (true class {test_image['class_name']}): {prediction['class']} "
              f"({prediction['probability']:.3f})")
         storage.copy_tree(dataset_uri, local_copy, settings)

@@ -238,7 +238,7 @@ def test_foodpipe_loader_refuses_a_model_that_would_run_code(tmp_path):
     import keras
     import mlflow
 
-    from trainer import evaluate
+    from trainer import loading
 
     image = keras.Input((4,))
     unsafe = keras.Model(image, keras.layers.Lambda(lambda x: x * 2)(image))
@@ -246,7 +246,7 @@ def test_foodpipe_loader_refuses_a_model_that_would_run_code(tmp_path):
     mlflow.keras.save_model(unsafe, str(tmp_path / "unsafe-mlflow"))
     for model_uri in (str(tmp_path / "unsafe.keras"), str(tmp_path / "unsafe-mlflow")):
         with pytest.raises(FoodpipeError, match="arbitrary code execution"):
-            evaluate.load_model(model_uri)
+            loading.load_model(model_uri)
 
 
 @pytest.fixture(scope="module")

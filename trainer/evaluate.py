@@ -1,78 +1,21 @@
-"""Using trained models: ``evaluate`` on a split, ``select`` the best run, ``predict`` images.
-
-Models are named by ``runs:/RUN/model``, ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` (the
-registry), an MLflow model folder (local or ``s3://``) or a ``.keras`` file. foodpipe loads their
-Keras flavour with Keras' safe mode on: no Python code is unpickled from the store. (MLflow's own
-tools use the model's pyfunc flavour, see ``trainer/mlflow_pyfunc.py``.)
-"""
+"""``evaluate``: a trained model's scores on a split, in one pass, and its error analysis (per-class
+scores, confusion matrix, the most confident mistakes, calibration), logged to the model's run.
+Models are named and loaded as ``trainer.loading`` says."""
 
 import os
 import shutil
 import tempfile
 import time
-import warnings
 
 import numpy as np
 import tensorflow as tf
 
-from foodpipe import datasets, s3, schema, storage, uri
-from foodpipe import images as image_checks
-from foodpipe.errors import FoodpipeError, first_line
+from foodpipe import datasets, schema
+from foodpipe.errors import FoodpipeError
 from tfdata import pipeline
 from tfdata.config import InputConfig
 from trainer import metrics, report, serving, tracking
-
-MLFLOW_SCHEMES = ("runs:/", "models:/")
-
-
-def load_model(model_uri: str, tracking_uri: str | None = None, client=None):
-    """The serving model behind ``model_uri``; a one-line error if there is none. ``client``: an
-    already connected MLflow client, for a caller that needs one anyway."""
-    import keras
-
-    warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-    try:
-        if model_uri.endswith(".keras") and not model_uri.startswith(MLFLOW_SCHEMES):
-            if not os.path.isfile(model_uri):
-                raise FoodpipeError(f"model {model_uri} does not exist")
-            model = keras.saving.load_model(model_uri, safe_mode=True)
-        else:
-            if model_uri.startswith(MLFLOW_SCHEMES):
-                if client is None:  # loading needs the tracking server set and answering
-                    tracking.connect(tracking.chosen_uri(tracking_uri))
-            elif uri.is_s3(model_uri):
-                settings = s3.S3Settings.from_env()
-                if settings.endpoint_url:
-                    os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", settings.endpoint_url)
-            elif not os.path.isfile(os.path.join(model_uri, "MLmodel")):
-                raise FoodpipeError(f"model {model_uri} does not exist (no MLmodel file there)")
-            import mlflow
-
-            model = mlflow.keras.load_model(model_uri, load_model_kwargs={"safe_mode": True})
-    except FoodpipeError:
-        raise
-    except Exception as exc:
-        raise FoodpipeError(f"cannot load model {model_uri}: {first_line(exc)}") from None
-    try:
-        serving.parts(model)
-    except (ValueError, StopIteration):
-        raise FoodpipeError(f"{model_uri} is not a foodpipe serving model (no preprocess layer)") from None
-    return model
-
-
-def run_of(model_uri: str, client) -> str | None:
-    """The MLflow run a model URI points into, if any."""
-    if model_uri.startswith("runs:/"):
-        return model_uri[len("runs:/"):].split("/", 1)[0]
-    if model_uri.startswith("models:/"):
-        name, _, version = model_uri[len("models:/"):].partition("/")
-        if "@" in name:  # models:/NAME@ALIAS
-            name, _, alias = name.partition("@")
-            return client.get_model_version_by_alias(name, alias).run_id
-        if version.isdigit():
-            return client.get_model_version(name, version).run_id
-    return None
-
+from trainer.loading import MLFLOW_SCHEMES, load_model, run_of
 
 GALLERY_SIZE = 24
 
@@ -214,66 +157,3 @@ def evaluate(model_uri: str, data_uri: str, split: str = schema.TEST, batch_size
         if not output_dir:
             shutil.rmtree(local, ignore_errors=True)
     return result
-
-
-LOWER_IS_BETTER = ("loss", "ece")
-
-
-DEFAULT_ALIAS = "champion"
-
-
-def select(experiment: str, tracking_uri: str | None = None, register: str | None = None,
-           metric: str = "val_accuracy", alias: str | None = None) -> tuple[dict, list[dict]]:
-    """The finished run with the best ``metric`` (the highest; the lowest for names ending in loss or
-    ece), optionally registered as ``register`` with the registry alias ``alias`` moved to it (so
-    ``models:/NAME@ALIAS`` names it; default ``DEFAULT_ALIAS``); and the runs it was compared with,
-    best first."""
-    client = tracking.connect(tracking.chosen_uri(tracking_uri))
-    experiment_id = tracking.experiment_id(client, experiment, create=False)
-    order = "ASC" if metric.endswith(LOWER_IS_BETTER) else "DESC"
-    runs = client.search_runs([experiment_id], filter_string="attributes.status = 'FINISHED'",
-                              order_by=[f"metrics.`{metric}` {order}", "attributes.start_time DESC"], max_results=50)
-    runs = [run for run in runs if metric in run.data.metrics]
-    if not runs:
-        raise FoodpipeError(f"experiment {experiment!r} has no finished run with a {metric}")
-    compared = [{"run_id": run.info.run_id, "run_name": run.info.run_name, "model": run.data.params.get("model"),
-                 metric: run.data.metrics[metric], "val_accuracy": run.data.metrics.get("val_accuracy")}
-                for run in runs]
-    result = {**compared[0], "metric": metric, "model_uri": f"runs:/{runs[0].info.run_id}/{tracking.MODEL_ARTIFACT}"}
-    if register:
-        import mlflow
-
-        alias = alias or DEFAULT_ALIAS
-        version = mlflow.register_model(result["model_uri"], register)
-        client.set_registered_model_alias(register, alias, version.version)
-        result["registered"] = {"name": register, "version": int(version.version), "alias": alias,
-                                "model_uri": f"models:/{register}/{version.version}",
-                                "alias_uri": f"models:/{register}@{alias}"}
-    return result, compared
-
-
-def read_image(location: str) -> bytes:
-    """An image's bytes as the model takes them (a JPEG; other formats converted), or an error."""
-    try:
-        data = storage.read(location)
-    except Exception as exc:
-        raise storage.describe(exc, location, f"reading {location}") from None
-    inspection = image_checks.inspect(data)
-    if inspection.reason:
-        raise FoodpipeError(f"{location}: {inspection.reason}")
-    return image_checks.stored_bytes(data)
-
-
-def predict(model_uri: str, locations: list[str], top_k: int = 1, tracking_uri: str | None = None) -> list[dict]:
-    if top_k < 1:
-        raise FoodpipeError(f"top_k must be at least 1, got {top_k}")
-    encoded = [read_image(location) for location in locations]  # every image checked before the model loads
-    model = load_model(model_uri, tracking_uri)
-    class_names = serving.parts(model)[0].class_names
-    probabilities = np.asarray(model(tf.constant(encoded)))
-    results = []
-    for location, row in zip(locations, probabilities):
-        best = np.argsort(row)[::-1][:top_k]
-        results.append({"image": location,
-                        "predictions": [{"class": class_names[i], "probability": float(row[i])} for i in best]})
-    return results

@@ -3,7 +3,7 @@
 
 It reads the model's TensorFlow SavedModel (``serving_default``: JPEG bytes in, probabilities out;
 decode and framing are in the graph, see ``trainer/serving.py``) and the class names beside it. It
-needs TensorFlow, Pillow and pandas, and nothing of foodpipe: ``tracking.save_model`` copies this
+needs TensorFlow, Pillow and pandas, and nothing of foodpipe: ``packaging.save_model`` copies this
 file into the model's ``code/`` folder as ``foodpipe_pyfunc.py``, with ``foodpipe/images.py`` as
 ``foodpipe_images.py`` (images in other formats are converted to JPEG as the preprocessing job
 and ``foodpipe predict`` convert them). No pickle, no Keras custom objects.

@@ -198,7 +198,7 @@ def make_writer(config: TrainConfig, chief: bool):
 def log_outputs(writer, model: keras.Model, config: TrainConfig, metadata: dict, history: dict,
                 val_confusion: np.ndarray) -> str | None:
     """Pictures (training curves, the kept epoch's val confusion matrix), the dataset's metadata and
-    the serving model (``tracking.save_model``)."""
+    the serving model (``packaging.save_model``)."""
     scratch = writer.scratch_dir()
     classes = metadata["classes"]
     writer.log_artifact(report.plot_training_curves(history, os.path.join(scratch, "training_curves.png")), "plots")
