@@ -1,3 +1,3 @@
-from foodpipe.cli import main
+from foodpipe.commands.cli import main
 
 main()

@@ -114,7 +114,7 @@ def s3_client(s3_endpoint):
 @pytest.fixture(scope="session")
 def raw_dataset(tmp_path_factory):
     """3 classes x 16 Food-101-sized images, plus 3 broken files."""
-    from foodpipe import synth
+    from foodpipe.tools import synth
 
     root = str(tmp_path_factory.mktemp("raw"))
     synth.generate(synth.SynthConfig(root, classes=3, per_class=16, seed=7, corrupt=3))

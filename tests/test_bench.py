@@ -93,7 +93,7 @@ def test_bench_train_compares_real_input_with_cached_batches(raw_dataset, tmp_pa
 
 
 def test_same_output_compares_every_shard_and_the_manifest_by_content(tmp_path):
-    from foodpipe import bench
+    from foodpipe.commands import bench
 
     for name in ("a", "b"):
         (tmp_path / name).mkdir()

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from foodpipe import __version__, cli
+from foodpipe import __version__
+from foodpipe.commands import cli
 from tests.conftest import REPO, foodpipe
 
 

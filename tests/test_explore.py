@@ -1,6 +1,6 @@
 import json
 
-from foodpipe import explore
+from foodpipe.tools import explore
 
 
 def test_summary_counts_every_class_in_every_split_and_sizes():

@@ -1,12 +1,14 @@
 """The layering rule, checked on the source: every ``import`` statement of every module, including
 those inside functions.
 
-- The command modules (``foodpipe/cli.py``, ``demo.py``, ``bench.py``, ``__main__.py``) are the top
-  floor: no library imports them.
+- The commands (``foodpipe/commands/``: ``cli.py``, ``demo.py``, ``bench.py``; and
+  ``foodpipe/__main__.py``) are the top floor: nothing else imports them.
+- The tools (``foodpipe/tools/``: the embedded S3 server, synth, upload, the dataset report) stand
+  on the ground floor alone: they import no library.
 - The libraries are ``beam_pipelines/``, ``tfdata/``, ``models/`` and ``trainer/``; ``tfdata/``,
   ``models/`` and ``trainer/`` never import ``beam_pipelines/``, and ``models/`` imports no other
   library.
-- The rest of ``foodpipe/`` is the ground floor: it imports no library.
+- The rest of ``foodpipe/`` is the ground floor: it imports no library, no tool and no command.
 - Storage clients: boto3/botocore only in ``foodpipe/storage.py``, ``foodpipe/s3.py`` and the
   embedded server; minio only in ``foodpipe/s3.py`` and the benchmark's re-creation of the seed's
   loader; Beam's ``FileSystems`` nowhere (``foodpipe.storage`` is the one storage layer).
@@ -26,10 +28,11 @@ from trainer.config import TrainConfig
 REPO = pathlib.Path(REPO_DIR)
 PACKAGES = ("foodpipe", "beam_pipelines", "tfdata", "models", "trainer")
 LIBRARIES = ("beam_pipelines", "tfdata", "models", "trainer")
-COMMANDS = ("foodpipe.cli", "foodpipe.demo", "foodpipe.bench", "foodpipe.__main__")
+COMMANDS = ("foodpipe.commands", "foodpipe.__main__")
+TOOLS = ("foodpipe.tools",)
 ALLOWED_CLIENTS = {
-    "boto3": {"foodpipe.storage", "foodpipe.s3", "foodpipe.s3_server"},
-    "botocore": {"foodpipe.storage", "foodpipe.s3", "foodpipe.s3_server"},
+    "boto3": {"foodpipe.storage", "foodpipe.s3", "foodpipe.tools.s3_server"},
+    "botocore": {"foodpipe.storage", "foodpipe.s3", "foodpipe.tools.s3_server"},
     "minio": {"foodpipe.s3", "tfdata.bench"},
     "apache_beam.io.filesystems": set(),
 }
@@ -54,7 +57,7 @@ def imported_names(path: pathlib.Path) -> set[str]:
 
 def all_imports() -> dict[str, set[str]]:
     return {module_name(path): imported_names(path)
-            for package in PACKAGES for path in sorted((REPO / package).glob("*.py"))}
+            for package in PACKAGES for path in sorted((REPO / package).rglob("*.py"))}
 
 
 def within(name: str, modules) -> bool:
@@ -66,14 +69,19 @@ def violations(imports: dict[str, set[str]]) -> list[str]:
     for module, names in imports.items():
         package = module.split(".")[0]
         for name in sorted(names):
-            if package in LIBRARIES and within(name, COMMANDS):
+            if not within(module, COMMANDS) and within(name, COMMANDS):
                 found.append(f"{module} imports the command module {name}")
             if package in ("tfdata", "models", "trainer") and within(name, ["beam_pipelines"]):
                 found.append(f"{module} imports {name}: only the job uses beam_pipelines")
             if package == "models" and within(name, ["tfdata", "trainer"]):
                 found.append(f"{module} imports {name}: models stand alone")
-            if package == "foodpipe" and module not in COMMANDS and within(name, LIBRARIES):
+            if within(module, TOOLS) and within(name, LIBRARIES):
+                found.append(f"{module} is a tool but imports the library {name}")
+            ground = package == "foodpipe" and not within(module, COMMANDS + TOOLS)
+            if ground and within(name, LIBRARIES):
                 found.append(f"{module} is on the ground floor but imports the library {name}")
+            if ground and within(name, TOOLS):
+                found.append(f"{module} is on the ground floor but imports the tool {name}")
             for client, allowed in ALLOWED_CLIENTS.items():
                 if within(name, [client]) and module not in allowed:
                     found.append(f"{module} imports {name}: storage goes through foodpipe.storage")
@@ -82,15 +90,19 @@ def violations(imports: dict[str, set[str]]) -> list[str]:
 
 def test_the_layering_rule_holds():
     imports = all_imports()
-    assert {"foodpipe.storage", "beam_pipelines.preprocess", "trainer.train", "foodpipe.cli"} <= set(imports)
+    assert {"foodpipe.storage", "beam_pipelines.preprocess", "trainer.train", "foodpipe.commands.cli",
+            "foodpipe.tools.synth"} <= set(imports)
     assert violations(imports) == []
 
 
 @pytest.mark.parametrize("module,name,complaint", [
-    ("beam_pipelines.preprocess", "foodpipe.cli", "imports the command module"),
+    ("beam_pipelines.preprocess", "foodpipe.commands.cli", "imports the command module"),
+    ("foodpipe.tools.synth", "foodpipe.commands.demo", "imports the command module"),
     ("trainer.evaluate", "beam_pipelines.images", "only the job uses beam_pipelines"),
-    ("foodpipe.upload", "boto3", "storage goes through foodpipe.storage"),
-    ("foodpipe.schema", "tfdata.pipeline", "ground floor"),
+    ("foodpipe.tools.upload", "boto3", "storage goes through foodpipe.storage"),
+    ("foodpipe.schema", "tfdata.pipeline", "ground floor but imports the library"),
+    ("foodpipe.storage", "foodpipe.tools.upload", "ground floor but imports the tool"),
+    ("foodpipe.tools.explore", "tfdata.pipeline", "a tool but imports the library"),
     ("tfdata.pipeline", "apache_beam.io.filesystems", "storage goes through foodpipe.storage"),
 ])
 def test_each_kind_of_violation_is_caught(module, name, complaint):
@@ -101,8 +113,8 @@ def test_each_kind_of_violation_is_caught(module, name, complaint):
 
 def test_function_level_imports_count(tmp_path):
     source = tmp_path / "late.py"
-    source.write_text("def f():\n    from foodpipe.cli import main\n    import boto3\n")
-    assert {"foodpipe.cli", "foodpipe.cli.main", "boto3"} <= imported_names(source)
+    source.write_text("def f():\n    from foodpipe.commands.cli import main\n    import boto3\n")
+    assert {"foodpipe.commands.cli", "foodpipe.commands.cli.main", "boto3"} <= imported_names(source)
 
 
 def test_every_model_hyperparameter_is_a_trainer_flag_with_the_builder_default():

@@ -1,7 +1,7 @@
 import signal
 import sys
 
-from foodpipe import s3_server
+from foodpipe.tools import s3_server
 from tests.conftest import start_process
 
 

@@ -3,7 +3,7 @@ import os
 
 from PIL import Image
 
-from foodpipe import synth
+from foodpipe.tools import synth
 from tests.conftest import foodpipe
 
 

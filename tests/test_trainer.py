@@ -252,7 +252,7 @@ def test_foodpipe_loader_refuses_a_model_that_would_run_code(tmp_path):
 @pytest.fixture(scope="module")
 def nine_val_images(tmp_path_factory):
     """The issue's data set: 3 classes x 15, whose val split holds 9 images."""
-    from foodpipe import synth
+    from foodpipe.tools import synth
 
     raw, output = (str(tmp_path_factory.mktemp(name)) for name in ("raw9", "data9"))
     synth.generate(synth.SynthConfig(raw, classes=3, per_class=15))

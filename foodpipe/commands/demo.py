@@ -13,7 +13,8 @@ import shutil
 import subprocess
 import sys
 
-from foodpipe import datasets, explore, s3, schema, storage, synth, upload
+from foodpipe import datasets, s3, schema, storage
+from foodpipe.tools import explore, synth, upload
 from foodpipe.errors import FoodpipeError
 
 BUCKET = "foodpipe-demo"

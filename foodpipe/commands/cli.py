@@ -33,7 +33,7 @@ def _s3_settings(args):
 
 
 def cmd_s3_server(args):
-    from foodpipe import s3_server
+    from foodpipe.tools import s3_server
 
     return s3_server.serve(args.host, args.port)
 
@@ -41,7 +41,7 @@ def cmd_s3_server(args):
 def cmd_synth(args) -> dict:
     from tqdm import tqdm
 
-    from foodpipe import synth
+    from foodpipe.tools import synth
 
     config = synth.SynthConfig(args.out, args.classes, args.per_class, args.seed, args.corrupt)
     with tqdm(total=config.classes * config.per_class, desc="synth", unit="img", disable=args.quiet) as bar:
@@ -51,7 +51,7 @@ def cmd_synth(args) -> dict:
 
 
 def cmd_upload(args) -> dict:
-    from foodpipe import upload
+    from foodpipe.tools import upload
 
     stats = upload.upload(args.src, args.dest, _s3_settings(args), workers=args.workers,
                           create_bucket=args.create_bucket, show_progress=not args.quiet)
@@ -61,7 +61,7 @@ def cmd_upload(args) -> dict:
 
 
 def cmd_bench_preprocess(args) -> dict:
-    from foodpipe import bench
+    from foodpipe.commands import bench
 
     runner = ([f"--runner={args.runner}"] if args.runner else []) + \
         ([f"--dask_client_address={args.dask_client_address}"] if args.dask_client_address else []) + \
@@ -73,7 +73,7 @@ def cmd_bench_preprocess(args) -> dict:
 
 
 def cmd_bench_input(args) -> dict:
-    from foodpipe import bench
+    from foodpipe.commands import bench
 
     _s3_settings(args)
     return bench.print_table(bench.bench_input(args.data, args.image_size, args.batch_size, args.images,
@@ -81,7 +81,7 @@ def cmd_bench_input(args) -> dict:
 
 
 def cmd_bench_train(args) -> dict:
-    from foodpipe import bench
+    from foodpipe.commands import bench
 
     _s3_settings(args)
     return bench.print_table(bench.bench_train(args.data, args.model, args.image_size, args.batch_size, args.steps,
@@ -89,7 +89,7 @@ def cmd_bench_train(args) -> dict:
 
 
 def cmd_demo(args) -> dict:
-    from foodpipe import demo
+    from foodpipe.commands import demo
 
     return demo.run(args)
 
