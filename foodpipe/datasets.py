@@ -2,6 +2,7 @@
 description; its absence means the dataset is incomplete) and ``manifest.parquet`` (one row per
 image). Local or ``s3://``, through ``foodpipe.storage``."""
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -31,6 +32,52 @@ def load_metadata_and_digest(data_uri: str, settings: s3.S3Settings | None = Non
 
 def load_metadata(data_uri: str, settings: s3.S3Settings | None = None) -> dict:
     return load_metadata_and_digest(data_uri, settings)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """A preprocessed dataset as its ``metadata.json`` describes it (as TFDS's ``DatasetInfo``):
+    read once (``load``) and passed along, so one run never reads the file twice."""
+
+    uri: str
+    metadata: dict = dataclasses.field(repr=False)  # the file as written (logged with each run)
+    sha256: str = ""  # of the metadata.json file: which version of the dataset a run read
+
+    @property
+    def classes(self) -> list[str]:
+        return self.metadata["classes"]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.metadata["splits"])
+
+    @property
+    def pixel_stats(self) -> tuple[list[float], list[float]] | None:
+        """The train split's per-channel ``(mean, std)``; None for a held-out set (no train split)."""
+        stats = self.metadata["stats"]
+        return None if stats is None else (stats["mean"], stats["std"])
+
+    @property
+    def largest_side(self) -> int | None:
+        return self.metadata.get("image_sides", {}).get("max")
+
+    def count(self, split: str) -> int:
+        return self.metadata["splits"][split]["count"]
+
+    def shard_names(self, split: str) -> list[str]:
+        return self.metadata["splits"][split]["shards"]
+
+
+def load(data: "str | DatasetInfo", settings: s3.S3Settings | None = None) -> DatasetInfo:
+    """The ``DatasetInfo`` of a dataset URI (one read of its metadata.json); an info is returned as is."""
+    if isinstance(data, DatasetInfo):
+        return data
+    metadata, digest = load_metadata_and_digest(data, settings)
+    return DatasetInfo(data, metadata, digest)
 
 
 def read_manifest(data_uri: str, settings: s3.S3Settings | None = None, split: str | None = None) -> list[dict]:

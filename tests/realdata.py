@@ -173,11 +173,11 @@ def svm_baseline(dataset: str) -> dict:
     from foodpipe import datasets
     from tfdata import pipeline
 
-    metadata = datasets.load_metadata(dataset)
+    dataset = datasets.load(dataset)  # read once
     splits = {}
     for split in ("train", "val", "test"):
         rows = [pipeline.parse(record) for record in tf.data.TFRecordDataset(
-            pipeline.shard_paths(dataset, metadata, split))]
+            pipeline.shard_paths(dataset, split))]
         splits[split] = (np.stack([features(encoded.numpy()) for encoded, _ in rows]),
                          np.array([int(label) for _, label in rows]))
     fitted = {c: SVC(C=c, gamma="scale").fit(*splits["train"]) for c in SVM_C}
@@ -190,12 +190,10 @@ def read_split(dataset: str, split: str, image_size: int) -> tuple[np.ndarray, n
     """``(uint8 images, labels)`` of a split, each image as evaluation frames it (squash)."""
     import tensorflow as tf
 
-    from foodpipe import datasets
     from tfdata import pipeline
 
-    metadata = datasets.load_metadata(dataset)
     images, labels = [], []
-    for record in tf.data.TFRecordDataset(pipeline.shard_paths(dataset, metadata, split)):
+    for record in tf.data.TFRecordDataset(pipeline.shard_paths(dataset, split)):
         encoded, label = pipeline.parse(record)
         images.append(pipeline.preprocess_eval_image(encoded, image_size, "squash", 1.0).numpy())
         labels.append(int(label))

@@ -47,7 +47,7 @@ def logged(trainer_dataset, tmp_path_factory):
     classifier = models.build("resnet", len(metadata["classes"]), 32, num_blocks=1, filters=4, dense_units=8,
                               pixel_stats=(metadata["stats"]["mean"], metadata["stats"]["std"]))
     serving_model = serving.build(classifier, "squash", 0.875, metadata["classes"])
-    records = tf.data.TFRecordDataset(pipeline.shard_paths(trainer_dataset, metadata, "val"))
+    records = tf.data.TFRecordDataset(pipeline.shard_paths(trainer_dataset, "val"))
     jpegs = [pipeline.parse(record)[0].numpy() for record in records]
     store = tracking.local_store_uri(str(tmp_path_factory.mktemp("store")))
     writer = tracking.MlflowWriter(store, "served")

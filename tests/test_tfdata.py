@@ -263,11 +263,11 @@ def test_corrupt_shard_is_named_or_skipped(dataset, tmp_path):
     open(victim, "wb").write(bytes(data))
     with pytest.raises(tf.errors.DataLossError):
         collect(pipeline.eval_dataset(broken, "val", SMALL))
-    error = pipeline.explain_data_loss(broken, "val", metadata)
+    error = pipeline.explain_data_loss(broken, "val")
     assert victim in str(error) and "corrupted record" in str(error)
     assert isinstance(error, CorruptShards) and [path for path, _ in error.shards] == [victim]
-    assert isinstance(pipeline.explain_data_loss(dataset, "val", metadata), RunFailed)  # intact: no shard named
-    assert not isinstance(pipeline.explain_data_loss(dataset, "val", metadata), CorruptShards)
+    assert isinstance(pipeline.explain_data_loss(dataset, "val"), RunFailed)  # intact: no shard named
+    assert not isinstance(pipeline.explain_data_loss(dataset, "val"), CorruptShards)
     _, labels = collect(pipeline.eval_dataset(broken, "val", InputConfig(image_size=64, batch_size=8,
                                                                          skip_corrupt=True)))
     assert 0 < len(labels) < metadata["splits"]["val"]["count"]

@@ -206,9 +206,9 @@ def test_serving_model_on_raw_bytes_matches_eval_pipeline_and_model(dataset, tmp
     classifier = models.build("resnet", len(metadata["classes"]), 40, num_blocks=2, filters=4, dense_units=8)
     serving_model = serving.build(classifier, config.framing, config.eval_crop_fraction, metadata["classes"])
 
-    images, _ = zip(*pipeline.eval_dataset(dataset, "val", config, metadata=metadata))
+    images, _ = zip(*pipeline.eval_dataset(dataset, "val", config))
     expected = classifier.predict(np.concatenate(images), verbose=0)
-    paths = pipeline.shard_paths(dataset, metadata, "val")
+    paths = pipeline.shard_paths(dataset, "val")
     encoded = [pipeline.parse(record)[0].numpy() for record in tf.data.TFRecordDataset(paths)]
     served = serving_model(tf.constant(encoded)).numpy()
     np.testing.assert_allclose(served, expected, atol=1e-4)

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from foodpipe import datasets, s3, schema, storage, uri
+from foodpipe.datasets import DatasetInfo
 from tfdata import augment, pipeline
 from tfdata.config import InputConfig
 
@@ -42,8 +43,8 @@ def images_per_second(dataset, images: int) -> float:
     return seen / (time.perf_counter() - started)
 
 
-def decode_only_dataset(data_uri, metadata, config: InputConfig):
-    paths = pipeline.shard_paths(data_uri, metadata, schema.TRAIN)
+def decode_only_dataset(info: DatasetInfo, config: InputConfig):
+    paths = pipeline.shard_paths(info, schema.TRAIN)
     size = config.image_size
 
     def decode(record):
@@ -59,15 +60,14 @@ def decode_only_dataset(data_uri, metadata, config: InputConfig):
         .batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def seed_sequence(manifest_rows, metadata, config: InputConfig, settings: s3.S3Settings):
+def seed_sequence(manifest_rows, info: DatasetInfo, config: InputConfig, settings: s3.S3Settings):
     """The seed's hand-made Keras ``Sequence``: one GET per image, Pillow, albumentations, numpy."""
     import albumentations as A
     import cv2
     import keras
     from PIL import Image
 
-    mean = np.asarray(metadata["stats"]["mean"], np.float32)
-    std = np.asarray(metadata["stats"]["std"], np.float32)
+    mean, std = (np.asarray(values, np.float32) for values in info.pixel_stats)
     p = config.augment_probability
     steps = [A.RandomResizedCrop(size=(config.image_size, config.image_size), scale=config.crop_area,
                                  ratio=config.crop_aspect)]
@@ -123,11 +123,10 @@ def sequence_images_per_second(sequence, images: int) -> float:
     return seen / (time.perf_counter() - started)
 
 
-def scale_ratio(config: InputConfig, metadata, repeats: int = 5) -> float:
+def scale_ratio(config: InputConfig, info: DatasetInfo, repeats: int = 5) -> float:
     rng = np.random.default_rng(0)
     batch = rng.integers(0, 256, size=(config.batch_size, config.image_size, config.image_size, 3), dtype=np.uint8)
-    mean = np.asarray(metadata["stats"]["mean"], np.float32)
-    std = np.asarray(metadata["stats"]["std"], np.float32)
+    mean, std = (np.asarray(values, np.float32) for values in info.pixel_stats)
     inv_std = (1 / std).astype(np.float32)
     augment.scale(batch[0], mean, inv_std)  # compile
 
@@ -144,35 +143,36 @@ def scale_ratio(config: InputConfig, metadata, repeats: int = 5) -> float:
         lambda image: augment.scale(image, mean, inv_std))
 
 
-def copy_shards_locally(data_uri: str, metadata: dict, directory: str, settings: s3.S3Settings) -> None:
-    names = [schema.METADATA_FILE] + [s for info in metadata["splits"].values() for s in info["shards"]]
+def copy_shards_locally(info: DatasetInfo, directory: str, settings: s3.S3Settings) -> None:
+    names = [schema.METADATA_FILE] + [name for split in info.splits for name in info.shard_names(split)]
     for name in names:
-        storage.write(os.path.join(directory, name), storage.read(uri.join(data_uri, name), settings))
+        storage.write(os.path.join(directory, name), storage.read(uri.join(info.uri, name), settings))
 
 
 def run(data_uri: str, config: InputConfig, images: int, seed_images: int) -> dict:
-    metadata = datasets.load_metadata(data_uri)
+    info = datasets.load(data_uri)
     try:
-        return _run(data_uri, metadata, config, images, seed_images)
+        return _run(info, config, images, seed_images)
     except tf.errors.DataLossError:
-        raise pipeline.explain_data_loss(data_uri, schema.TRAIN, metadata) from None
+        raise pipeline.explain_data_loss(info, schema.TRAIN) from None
 
 
-def _run(data_uri: str, metadata: dict, config: InputConfig, images: int, seed_images: int) -> dict:
+def _run(info: DatasetInfo, config: InputConfig, images: int, seed_images: int) -> dict:
     settings = s3.S3Settings.from_env()
-    train = pipeline.train_dataset(data_uri, schema.TRAIN, config, metadata=metadata)
-    evaluation = pipeline.eval_dataset(data_uri, schema.TRAIN, config, metadata=metadata)
+    data_uri = info.uri
+    train = pipeline.train_dataset(info, schema.TRAIN, config)
+    evaluation = pipeline.eval_dataset(info, schema.TRAIN, config)
     result = {
-        "decode_only_img_per_s": images_per_second(decode_only_dataset(data_uri, metadata, config), images),
+        "decode_only_img_per_s": images_per_second(decode_only_dataset(info, config), images),
         "train_pipeline_img_per_s": images_per_second(train, images),
         "eval_pipeline_img_per_s": images_per_second(evaluation, images),
         "seed_sequence_img_per_s": sequence_images_per_second(
-            seed_sequence(datasets.read_manifest(data_uri, settings, schema.TRAIN), metadata, config, settings),
+            seed_sequence(datasets.read_manifest(data_uri, settings, schema.TRAIN), info, config, settings),
             seed_images),
     }
     if uri.is_s3(data_uri):
         with tempfile.TemporaryDirectory(prefix="foodpipe-bench-") as local:
-            copy_shards_locally(data_uri, metadata, local, settings)
+            copy_shards_locally(info, local, settings)
             local_rate = images_per_second(pipeline.train_dataset(local, schema.TRAIN, config), images)
         result["train_pipeline_local_img_per_s"] = local_rate
         result["s3_vs_local"] = result["train_pipeline_img_per_s"] / local_rate
@@ -180,7 +180,7 @@ def _run(data_uri: str, metadata: dict, config: InputConfig, images: int, seed_i
         result["s3_vs_local"] = None  # the data is local: nothing to compare
     result["train_vs_decode_only"] = result["train_pipeline_img_per_s"] / result["decode_only_img_per_s"]
     result["train_vs_seed_sequence"] = result["train_pipeline_img_per_s"] / result["seed_sequence_img_per_s"]
-    result["scale_numba_vs_numpy"] = scale_ratio(config, metadata)
+    result["scale_numba_vs_numpy"] = scale_ratio(config, info)
     cores = os.cpu_count() or 1
     for name in ("decode_only", "train_pipeline", "eval_pipeline"):
         result[f"{name}_img_per_s_per_core"] = result[f"{name}_img_per_s"] / cores

@@ -13,6 +13,7 @@ import math
 import tensorflow as tf
 
 from foodpipe import datasets, schema, uri
+from foodpipe.datasets import DatasetInfo
 from foodpipe.errors import CorruptShards, FoodpipeError, RunFailed
 from tfdata import augment, filesystem
 from tfdata.config import InputConfig
@@ -20,16 +21,16 @@ from tfdata.config import InputConfig
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def shard_paths(data_uri: str, metadata: dict, split: str) -> list[str]:
-    """The shard files of ``split``, made readable by TensorFlow (every TensorFlow read of a dataset
-    starts here)."""
-    if split not in metadata["splits"]:
-        raise FoodpipeError(f"unknown split {split!r}: the dataset has {', '.join(metadata['splits'])}")
-    shards = metadata["splits"][split]["shards"]
-    if not shards or metadata["splits"][split]["count"] == 0:
-        raise FoodpipeError(f"split {split!r} of {data_uri} has no shards")
-    filesystem.ensure_readable(data_uri)
-    return [uri.join(data_uri, name) for name in shards]
+def shard_paths(data: str | DatasetInfo, split: str) -> list[str]:
+    """The shard files of ``split`` of a dataset (its URI or ``DatasetInfo``), made readable by
+    TensorFlow (every TensorFlow read of a dataset starts here)."""
+    info = datasets.load(data)
+    if split not in info.splits:
+        raise FoodpipeError(f"unknown split {split!r}: the dataset has {', '.join(info.splits)}")
+    if not info.shard_names(split) or info.count(split) == 0:
+        raise FoodpipeError(f"split {split!r} of {info.uri} has no shards")
+    filesystem.ensure_readable(info.uri)
+    return [uri.join(info.uri, name) for name in info.shard_names(split)]
 
 
 def parse_with_id(record):
@@ -130,21 +131,21 @@ def read_shard(path, config: InputConfig):
 PADDING_LABEL = -1  # blank examples that make every replica's eval batch full; they weigh nothing
 
 
-def read_examples(data_uri: str, split: str, config: InputConfig, metadata: dict | None = None, input_context=None,
-                  shuffle: bool = False, repeat: bool = False, skip: int = 0, with_ids: bool = False):
-    """``(examples, metadata)``: the split's parsed records, ``(JPEG bytes, label[, image id])``.
+def read_examples(data: str | DatasetInfo, split: str, config: InputConfig, input_context=None, shuffle: bool = False,
+                  repeat: bool = False, skip: int = 0, with_ids: bool = False) -> tf.data.Dataset:
+    """The split's parsed records, ``(JPEG bytes, label[, image id])``, of a dataset (its URI or
+    ``DatasetInfo``).
 
     With a ``tf.distribute.InputContext`` this input pipeline reads its own share: whole shards when
     there are enough of them, else every n-th record. ``shuffle``: shards and records in a random
     order that depends on ``config.seed`` alone. ``repeat``: endless. ``skip``: that many records
     passed over (cheaply, before parsing), so a resumed run continues the stream where it stopped.
     """
-    metadata = metadata or datasets.load_metadata(data_uri)
-    paths = shard_paths(data_uri, metadata, split)
-    largest = metadata.get("image_sides", {}).get("max")
-    if largest and config.image_size > largest:
-        raise FoodpipeError(f"image_size {config.image_size} is larger than every image in {data_uri} "
-                            f"(largest side {largest})")
+    info = datasets.load(data)
+    paths = shard_paths(info, split)
+    if info.largest_side and config.image_size > info.largest_side:
+        raise FoodpipeError(f"image_size {config.image_size} is larger than every image in {info.uri} "
+                            f"(largest side {info.largest_side})")
     ordered = not shuffle or repeat  # a resumed trainer finds its place again in an ordered stream
     pipelines = input_context.num_input_pipelines if input_context else 1
     by_file = pipelines > 1 and len(paths) >= pipelines
@@ -163,8 +164,7 @@ def read_examples(data_uri: str, split: str, config: InputConfig, metadata: dict
         records = records.repeat()
     if skip:
         records = records.skip(skip)
-    examples = records.map(parse_with_id if with_ids else parse, num_parallel_calls=AUTOTUNE, deterministic=ordered)
-    return examples, metadata
+    return records.map(parse_with_id if with_ids else parse, num_parallel_calls=AUTOTUNE, deterministic=ordered)
 
 
 def replica_batch(config: InputConfig, input_context=None) -> int:
@@ -181,8 +181,8 @@ def finish(dataset: tf.data.Dataset, ordered: bool) -> tf.data.Dataset:
     return dataset.prefetch(AUTOTUNE).with_options(options)
 
 
-def train_dataset(data_uri: str, split: str, config: InputConfig, input_context=None, metadata: dict | None = None,
-                  repeat: bool = False, skip: int = 0) -> tf.data.Dataset:
+def train_dataset(data: str | DatasetInfo, split: str, config: InputConfig, input_context=None, repeat: bool = False,
+                  skip: int = 0) -> tf.data.Dataset:
     """The train stream: batches of ``(images uint8 [B, S, S, 3], labels int64 [B])`` of ``split``,
     shuffled, each image a random window (``decode_train_image``), then the batch augmentation.
     Pixels stay uint8 (a quarter of float32's bytes to the device): scaling is the model's first
@@ -190,8 +190,7 @@ def train_dataset(data_uri: str, split: str, config: InputConfig, input_context=
     alone; ``skip``: records passed over (see ``read_examples``).
     """
     ordered = repeat
-    examples, _ = read_examples(data_uri, split, config, metadata, input_context, shuffle=True, repeat=repeat,
-                                skip=skip)
+    examples = read_examples(data, split, config, input_context, shuffle=True, repeat=repeat, skip=skip)
     size = config.image_size
     dataset = examples.map(lambda encoded, label: (decode_train_image(encoded, config), label),
                            num_parallel_calls=AUTOTUNE, deterministic=ordered).batch(replica_batch(config, input_context))
@@ -207,8 +206,8 @@ def train_dataset(data_uri: str, split: str, config: InputConfig, input_context=
     return finish(dataset, ordered)
 
 
-def eval_dataset(data_uri: str, split: str, config: InputConfig, input_context=None, metadata: dict | None = None,
-                 repeat: bool = False, pad_to_multiple: int | None = None, with_ids: bool = False) -> tf.data.Dataset:
+def eval_dataset(data: str | DatasetInfo, split: str, config: InputConfig, input_context=None, repeat: bool = False,
+                 pad_to_multiple: int | None = None, with_ids: bool = False) -> tf.data.Dataset:
     """The eval stream: batches of ``(images, labels)`` of ``split`` in a fixed order, each image as
     the serving model frames it (``preprocess_eval_image``).
 
@@ -220,15 +219,15 @@ def eval_dataset(data_uri: str, split: str, config: InputConfig, input_context=N
         raise ValueError("with_ids is for unpadded eval datasets")
     if pad_to_multiple and input_context and input_context.num_input_pipelines > 1:
         raise ValueError("pad_to_multiple needs the whole split in one input pipeline")
-    examples, metadata = read_examples(data_uri, split, config, metadata, input_context, repeat=repeat,
-                                       with_ids=with_ids)
+    info = datasets.load(data)
+    examples = read_examples(info, split, config, input_context, repeat=repeat, with_ids=with_ids)
     size = config.image_size
     images = examples.map(
         lambda encoded, *rest: (preprocess_eval_image(encoded, size, config.framing, config.eval_crop_fraction), *rest),
         num_parallel_calls=AUTOTUNE, deterministic=True)
     if pad_to_multiple:
         blank = (tf.zeros([size, size, 3], tf.uint8), tf.constant(PADDING_LABEL, tf.int64))
-        padding = -metadata["splits"][split]["count"] % pad_to_multiple
+        padding = -info.count(split) % pad_to_multiple
         images = images.concatenate(tf.data.Dataset.from_tensors(blank).repeat(padding))
     return finish(images.batch(replica_batch(config, input_context)), ordered=True)
 
@@ -245,9 +244,10 @@ def find_corrupt_shards(paths: list[str]) -> list[tuple[str, str]]:
     return bad
 
 
-def explain_data_loss(data_uri: str, split: str, metadata: dict) -> RunFailed:
+def explain_data_loss(data: str | DatasetInfo, split: str) -> RunFailed:
     """After a ``DataLossError`` (which names no file): find and name the bad shard(s)
     (``CorruptShards``), or say the split is corrupt somewhere."""
-    bad = find_corrupt_shards(shard_paths(data_uri, metadata, split))
-    return CorruptShards(bad) if bad else RunFailed(f"corrupt data in split {split!r} of {data_uri}")
+    info = datasets.load(data)
+    bad = find_corrupt_shards(shard_paths(info, split))
+    return CorruptShards(bad) if bad else RunFailed(f"corrupt data in split {split!r} of {info.uri}")
 

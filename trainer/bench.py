@@ -37,24 +37,22 @@ def run(config: TrainConfig, steps: int = 20, warmup: int = 5) -> dict:
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     strategy = strategies.build(config.strategy, config.cpu_replicas)
-    metadata = datasets.load_metadata(config.data)
+    info = datasets.load(config.data)
 
     def batches(context):
-        return pipeline.train_dataset(config.data, schema.TRAIN, config.input_config(), context, metadata=metadata,
-                                     repeat=True)  # the trainer's own stream
+        return pipeline.train_dataset(info, schema.TRAIN, config.input_config(), context, repeat=True)  # the trainer's
 
     real = strategy.distribute_datasets_from_function(batches)
     cached = strategy.distribute_datasets_from_function(
         lambda context: batches(context).take(CACHED_BATCHES).cache().repeat())
     with strategy.scope():
-        pixel_stats = (metadata["stats"]["mean"], metadata["stats"]["std"])
-        model = build_model(config, len(metadata["classes"]), pixel_stats, steps_per_epoch=steps + warmup)
+        model = build_model(config, info.num_classes, info.pixel_stats, steps_per_epoch=steps + warmup)
     loop = DistributedLoop(model, strategy, config.batch_size, config.jit_compile)
     try:
         cached_rate = images_per_second(loop, cached, steps, warmup, config.batch_size)
         real_rate = images_per_second(loop, real, steps, warmup, config.batch_size)
     except tf.errors.DataLossError:
-        raise pipeline.explain_data_loss(config.data, schema.TRAIN, metadata) from None
+        raise pipeline.explain_data_loss(info, schema.TRAIN) from None
     gpus = tf.config.list_physical_devices("GPU")
     result = {
         "real_input_img_per_s": real_rate,

@@ -121,18 +121,18 @@ def evaluate(model_uri: str, data_uri: str, split: str = schema.TEST, batch_size
     client = tracking.connect(tracking.chosen_uri(tracking_uri)) if model_uri.startswith(MLFLOW_SCHEMES) else None
     model = load_model(model_uri, tracking_uri, client)
     preprocess, classifier = serving.parts(model)
-    metadata = datasets.load_metadata(data_uri)
-    if metadata["classes"] != preprocess.class_names:
+    info = datasets.load(data_uri)
+    if info.classes != preprocess.class_names:
         raise FoodpipeError(f"the classes of {data_uri} differ from the model's: "
-                            f"{class_difference(metadata['classes'], preprocess.class_names)}")
+                            f"{class_difference(info.classes, preprocess.class_names)}")
     config = InputConfig(image_size=preprocess.image_size, batch_size=batch_size, framing=preprocess.framing,
                          eval_crop_fraction=preprocess.crop_fraction)
-    dataset = pipeline.eval_dataset(data_uri, split, config, metadata=metadata, with_ids=True)
+    dataset = pipeline.eval_dataset(info, split, config, with_ids=True)
     mistakes = Mistakes()
     try:
         labels, probabilities, ids = predict_with_ids(classifier, dataset, mistakes, tta)
     except tf.errors.DataLossError:
-        raise pipeline.explain_data_loss(data_uri, split, metadata) from None
+        raise pipeline.explain_data_loss(info, split) from None
     result = metrics.summary(labels, probabilities)
     if tta != "none":
         result["tta"] = tta
@@ -143,7 +143,7 @@ def evaluate(model_uri: str, data_uri: str, split: str = schema.TEST, batch_size
     folder = f"evaluation/{name}"
     local = os.path.join(output_dir, folder) if output_dir else tempfile.mkdtemp(prefix="foodpipe-evaluation-")
     try:
-        files = write_error_analysis(local, metadata["classes"], split, labels, probabilities, ids, mistakes)
+        files = write_error_analysis(local, info.classes, split, labels, probabilities, ids, mistakes)
         if run_id:
             from mlflow.entities import Metric
 

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 import models
 from foodpipe import datasets, schema, storage
+from foodpipe.datasets import DatasetInfo
 from foodpipe.errors import CorruptShards, FoodpipeError, RunFailed
 from tfdata import pipeline
 from tfdata.config import InputConfig
@@ -156,16 +157,16 @@ def run_tags(strategy: tf.distribute.Strategy) -> dict:
     }
 
 
-def explain_input_error(config: TrainConfig, metadata: dict) -> RunFailed:
+def explain_input_error(info: DatasetInfo) -> RunFailed:
     """After a ``DataLossError`` while training: name the corrupt shard(s) of either split."""
     for split in (schema.TRAIN, schema.VAL):
-        error = pipeline.explain_data_loss(config.data, split, metadata)
+        error = pipeline.explain_data_loss(info, split)
         if isinstance(error, CorruptShards):
             return error
-    return RunFailed(f"corrupt data in {config.data}")
+    return RunFailed(f"corrupt data in {info.uri}")
 
 
-def distributed_datasets(strategy, config: TrainConfig, inputs: InputConfig, metadata: dict, multi_worker: bool,
+def distributed_datasets(strategy, config: TrainConfig, inputs: InputConfig, info: DatasetInfo, multi_worker: bool,
                          steps_done: int = 0):
     """Train (endless, full batches; epochs are counted in steps) and val, each replica fed its own share.
 
@@ -177,14 +178,12 @@ def distributed_datasets(strategy, config: TrainConfig, inputs: InputConfig, met
     """
     def train(context):
         consumed = steps_done * config.batch_size // context.num_input_pipelines
-        return pipeline.train_dataset(config.data, schema.TRAIN, inputs, context, metadata=metadata, repeat=True,
-                                      skip=consumed)
+        return pipeline.train_dataset(info, schema.TRAIN, inputs, context, repeat=True, skip=consumed)
 
     def val(context):
         if multi_worker:
-            return pipeline.eval_dataset(config.data, schema.VAL, inputs, context, metadata=metadata, repeat=True)
-        return pipeline.eval_dataset(config.data, schema.VAL, inputs, context, metadata=metadata,
-                                     pad_to_multiple=config.batch_size)
+            return pipeline.eval_dataset(info, schema.VAL, inputs, context, repeat=True)
+        return pipeline.eval_dataset(info, schema.VAL, inputs, context, pad_to_multiple=config.batch_size)
 
     return strategy.distribute_datasets_from_function(train), strategy.distribute_datasets_from_function(val)
 
@@ -195,20 +194,20 @@ def make_writer(config: TrainConfig, chief: bool):
     return tracking.MlflowWriter(tracking.chosen_uri(config.mlflow_uri), config.experiment, config.run_name)
 
 
-def log_outputs(writer, model: keras.Model, config: TrainConfig, metadata: dict, history: dict,
+def log_outputs(writer, model: keras.Model, config: TrainConfig, info: DatasetInfo, history: dict,
                 val_confusion: np.ndarray) -> str | None:
     """Pictures (training curves, the kept epoch's val confusion matrix), the dataset's metadata and
     the serving model (``packaging.save_model``)."""
     scratch = writer.scratch_dir()
-    classes = metadata["classes"]
+    classes = info.classes
     writer.log_artifact(report.plot_training_curves(history, os.path.join(scratch, "training_curves.png")), "plots")
     writer.log_artifact(report.plot_confusion_matrix(val_confusion, classes,
                                                      os.path.join(scratch, "confusion_matrix.png")), "plots")
     metadata_path = os.path.join(scratch, schema.METADATA_FILE)
-    storage.write_json(metadata_path, metadata)
+    storage.write_json(metadata_path, info.metadata)
     writer.log_artifact(metadata_path, "dataset")
     serving_model = serving.build(model, config.framing, config.eval_crop_fraction, classes)
-    return writer.log_model(serving_model, first_record_bytes(config.data, metadata, schema.VAL))
+    return writer.log_model(serving_model, first_record_bytes(info, schema.VAL))
 
 
 def keep_epoch(config: TrainConfig, model: keras.Model, best: KeepBest, last_logs: dict, writer) -> tuple[int, dict]:
@@ -226,9 +225,9 @@ def keep_epoch(config: TrainConfig, model: keras.Model, best: KeepBest, last_log
     return best.epoch, best.logs
 
 
-def first_record_bytes(data_uri: str, metadata: dict, split: str) -> bytes:
+def first_record_bytes(info: DatasetInfo, split: str) -> bytes:
     """The first stored JPEG of ``split`` (the serving model's input example); shards may be empty."""
-    record = next(iter(tf.data.TFRecordDataset(pipeline.shard_paths(data_uri, metadata, split))))
+    record = next(iter(tf.data.TFRecordDataset(pipeline.shard_paths(info, split))))
     return pipeline.parse(record)[0].numpy()
 
 
@@ -243,15 +242,15 @@ def start_compute(config: TrainConfig) -> tf.distribute.Strategy:
     return strategy
 
 
-def read_dataset(config: TrainConfig) -> tuple[dict, str]:
-    """The dataset's metadata and its digest; a one-line error for a missing or empty split."""
-    metadata, digest = datasets.load_metadata_and_digest(config.data)
-    if metadata["stats"] is None:
+def read_dataset(config: TrainConfig) -> DatasetInfo:
+    """The dataset, read once; a one-line error for a held-out set or a missing or empty split."""
+    info = datasets.load(config.data)
+    if info.pixel_stats is None:
         raise FoodpipeError(f"{config.data} is a held-out set (no train split, so no pixel statistics): models are "
                             f"evaluated on it ('foodpipe evaluate --data {config.data}'), not trained")
     for split in (schema.TRAIN, schema.VAL):
-        pipeline.shard_paths(config.data, metadata, split)
-    return metadata, digest
+        pipeline.shard_paths(info, split)
+    return info
 
 
 def resume(checkpoint: ResumableCheckpoint | None, model: keras.Model) -> tuple[int, dict, str | None]:
@@ -264,21 +263,21 @@ def resume(checkpoint: ResumableCheckpoint | None, model: keras.Model) -> tuple[
     return state["epoch"], state["extra"].get("history", {}), state["extra"].get("run_id")
 
 
-def global_batches(metadata: dict, split: str, batch_size: int) -> int:
+def global_batches(info: DatasetInfo, split: str, batch_size: int) -> int:
     """Global batches in one pass over ``split`` (an epoch's steps, for the train split)."""
-    return math.ceil(metadata["splits"][split]["count"] / batch_size)
+    return math.ceil(info.count(split) / batch_size)
 
 
-def fit(config: TrainConfig, strategy, model: keras.Model, metadata: dict, initial_epoch: int, callbacks,
+def fit(config: TrainConfig, strategy, model: keras.Model, info: DatasetInfo, initial_epoch: int, callbacks,
         progress: bool = True) -> dict:
     """Train from ``initial_epoch``; returns the last epoch's logs (with val's confusion matrix,
     evaluated here if no epoch was left to run)."""
-    steps_per_epoch = global_batches(metadata, schema.TRAIN, config.batch_size)
+    steps_per_epoch = global_batches(info, schema.TRAIN, config.batch_size)
     multi_worker = strategies.cluster_size() > 1
-    validation_steps = global_batches(metadata, schema.VAL, config.batch_size) if multi_worker else None
-    train_data, val_data = distributed_datasets(strategy, config, config.input_config(), metadata, multi_worker,
+    validation_steps = global_batches(info, schema.VAL, config.batch_size) if multi_worker else None
+    train_data, val_data = distributed_datasets(strategy, config, config.input_config(), info, multi_worker,
                                                 steps_done=initial_epoch * steps_per_epoch)
-    mixing = Mixing(len(metadata["classes"]), config.label_smoothing, config.mixup, config.cutmix, config.seed)
+    mixing = Mixing(info.num_classes, config.label_smoothing, config.mixup, config.cutmix, config.seed)
     loop = DistributedLoop(model, strategy, config.batch_size, config.jit_compile, mixing)
     logs = loop.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                     validation_data=val_data, validation_steps=validation_steps, callbacks=callbacks,
@@ -293,11 +292,11 @@ def train_and_evaluate(config: TrainConfig, writer=None, progress: bool = True) 
     """Train, log and export as ``config`` says; ``progress``: per-step progress (see ``loop.StepProgress``)."""
     strategy = start_compute(config)
     chief = strategies.is_chief()
-    metadata, metadata_sha256 = read_dataset(config)
+    info = read_dataset(config)
     writer = writer or make_writer(config, chief)
     with strategy.scope():
-        model = build_model(config, len(metadata["classes"]), (metadata["stats"]["mean"], metadata["stats"]["std"]),
-                            global_batches(metadata, schema.TRAIN, config.batch_size))
+        model = build_model(config, info.num_classes, info.pixel_stats,
+                            global_batches(info, schema.TRAIN, config.batch_size))
 
     best = KeepBest()
     plateau = keras.callbacks.ReduceLROnPlateau(
@@ -306,7 +305,7 @@ def train_and_evaluate(config: TrainConfig, writer=None, progress: bool = True) 
     checkpoint = ResumableCheckpoint(config.checkpoint_dir, best, plateau, writer=chief) \
         if config.checkpoint_dir else None
     initial_epoch, history, previous_run = resume(checkpoint, model)
-    params = {**config.params(), "dataset_metadata_sha256": metadata_sha256}
+    params = {**config.params(), "dataset_metadata_sha256": info.sha256}
     run_id = writer.start(params, run_tags(strategy), run_id=previous_run)
 
     callbacks = [EpochLogger(writer, history), best] + ([plateau] if plateau else [])
@@ -316,13 +315,13 @@ def train_and_evaluate(config: TrainConfig, writer=None, progress: bool = True) 
         checkpoint.extra = {"run_id": run_id, "history": history}
         callbacks.append(checkpoint)
     try:
-        last_logs = fit(config, strategy, model, metadata, initial_epoch, callbacks, progress)
+        last_logs = fit(config, strategy, model, info, initial_epoch, callbacks, progress)
         kept_epoch, kept_logs = keep_epoch(config, model, best, last_logs, writer)
-        model_uri = log_outputs(writer, model, config, metadata, history, kept_logs[f"val_{CONFUSION}"]) \
+        model_uri = log_outputs(writer, model, config, info, history, kept_logs[f"val_{CONFUSION}"]) \
             if chief else None
     except tf.errors.DataLossError:
         writer.finish("FAILED")
-        raise explain_input_error(config, metadata) from None
+        raise explain_input_error(info) from None
     except BaseException:
         writer.finish("FAILED")
         raise
