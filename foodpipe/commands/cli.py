@@ -195,7 +195,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = process.CommandParser(prog="foodpipe", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"foodpipe {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_data_commands(commands)
+    add_bench_commands(commands.add_parser("bench", help="benchmarks (see 'foodpipe bench BENCHMARK --help')",
+                                           description="Benchmarks: each prints a table, then its JSON line."))
+    add_model_commands(commands)
+    p = add_command(commands, "demo", cmd_demo, "the whole path on embedded defaults, from nothing")
+    p.add_argument("--workdir", default="demo-output", help="where the demo's files go (made anew)")
+    p.add_argument("--per-class", type=int, default=120, help="images per class")
+    p.add_argument("--epochs", type=int, default=6, help="training epochs")
+    p.add_argument("--image-size", type=int, default=64, help="side of the model's input, in pixels")
+    return parser
 
+
+def add_data_commands(commands) -> None:
+    """s3-server, synth, upload and preprocess (whose flags the job parses itself)."""
     p = add_command(commands, "s3-server", cmd_s3_server,
                     "an embedded S3-compatible endpoint (moto) for local work and tests", result=False)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -218,9 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("preprocess", add_help=False,
                         help="the Beam preprocessing job (see 'foodpipe preprocess --help')")
 
-    add_bench_commands(commands.add_parser("bench", help="benchmarks (see 'foodpipe bench BENCHMARK --help')",
-                                           description="Benchmarks: each prints a table, then its JSON line."))
 
+def add_model_commands(commands) -> None:
+    """train, evaluate, select and predict."""
     p = add_command(commands, "train", cmd_train, "train a model and log it to MLflow")
     train_config.add_arguments(p)
     s3_flag(p)
@@ -254,13 +267,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=1, help="classes shown per image")
     mlflow_flag(p)
     s3_flag(p)
-
-    p = add_command(commands, "demo", cmd_demo, "the whole path on embedded defaults, from nothing")
-    p.add_argument("--workdir", default="demo-output", help="where the demo's files go (made anew)")
-    p.add_argument("--per-class", type=int, default=120, help="images per class")
-    p.add_argument("--epochs", type=int, default=6, help="training epochs")
-    p.add_argument("--image-size", type=int, default=64, help="side of the model's input, in pixels")
-    return parser
 
 
 def dispatch(argv: list[str]) -> int:

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 
-from foodpipe import datasets, s3, schema, storage
+from foodpipe import classes, datasets, s3, schema, storage
 from foodpipe.tools import explore, synth, upload
 from foodpipe.errors import FoodpipeError
 
@@ -60,8 +60,29 @@ def log_dataset_report(dataset_uri: str, metadata: dict, tracking_uri: str) -> d
     return summary
 
 
-def run(args) -> dict:
+def make_dataset(raw_dir: str, per_class: int, settings: s3.S3Settings, tracking_uri: str) -> tuple[str, dict]:
+    """Synth images, uploaded to the embedded S3, through the Beam job, with the dataset report
+    logged to MLflow: ``(dataset URI, the job's metadata)``."""
     from beam_pipelines import preprocess
+
+    step(f"synthesizing 10 classes x {per_class} Food-101-sized images in {raw_dir}")
+    synth.generate(synth.SynthConfig(raw_dir, classes=10, per_class=per_class, seed=0, corrupt=3))
+    raw_uri, dataset_uri = f"s3://{BUCKET}/raw/food-101", f"s3://{BUCKET}/datasets/food10"
+    step(f"uploading to {raw_uri}")
+    upload.upload(raw_dir, raw_uri, settings, create_bucket=True, show_progress=False)
+    step(f"running the Beam job {raw_uri} -> {dataset_uri}")
+    classes_file = str(classes.BUILTIN_DIR / "seed10.txt")
+    metadata = preprocess.run(["--input", raw_uri, "--output", dataset_uri, "--classes-file", classes_file,
+                               "--shard-size-mb", "4"])
+    counts = ", ".join(f"{name} {info['count']}" for name, info in metadata["splits"].items())
+    mean, std = ([round(value, 1) for value in metadata["stats"][key]] for key in ("mean", "std"))
+    step(f"dataset: {counts}; {metadata['rejected']} rejected; mean {mean} std {std}")
+    step("logging the exploratory report (class counts, image sizes, mean/std) to MLflow")
+    log_dataset_report(dataset_uri, metadata, tracking_uri)
+    return dataset_uri, metadata
+
+
+def run(args) -> dict:
     from trainer import evaluate, predict, registry, train, tracking
     from trainer.config import TrainConfig
 
@@ -74,20 +95,7 @@ def run(args) -> dict:
     with s3_endpoint() as endpoint:
         settings = s3.S3Settings(endpoint_url=endpoint)
         settings.apply_to_environment()
-        step(f"synthesizing 10 classes x {args.per_class} Food-101-sized images in {raw_dir}")
-        synth.generate(synth.SynthConfig(raw_dir, classes=10, per_class=args.per_class, seed=0, corrupt=3))
-        raw_uri, dataset_uri = f"s3://{BUCKET}/raw/food-101", f"s3://{BUCKET}/datasets/food10"
-        step(f"uploading to {raw_uri}")
-        upload.upload(raw_dir, raw_uri, settings, create_bucket=True, show_progress=False)
-        step(f"running the Beam job {raw_uri} -> {dataset_uri}")
-        classes_file = os.path.join(os.path.dirname(__file__), "classes", "seed10.txt")
-        metadata = preprocess.run(["--input", raw_uri, "--output", dataset_uri, "--classes-file", classes_file,
-                                   "--shard-size-mb", "4"])
-        counts = ", ".join(f"{name} {info['count']}" for name, info in metadata["splits"].items())
-        mean, std = ([round(value, 1) for value in metadata["stats"][key]] for key in ("mean", "std"))
-        step(f"dataset: {counts}; {metadata['rejected']} rejected; mean {mean} std {std}")
-        step("logging the exploratory report (class counts, image sizes, mean/std) to MLflow")
-        log_dataset_report(dataset_uri, metadata, tracking_uri)
+        dataset_uri, metadata = make_dataset(raw_dir, args.per_class, settings, tracking_uri)
 
         step(f"training the from-scratch model for {args.epochs} epoch(s) at {args.image_size} px "
              f"from {dataset_uri}")

@@ -63,41 +63,9 @@ def upload(src: str, dest: str, settings: s3.S3Settings, workers: int = DEFAULT_
         raise storage.describe(exc, dest, f"listing {dest}", settings) from None
 
     stats = {"uploaded": 0, "skipped": 0, "bytes": 0}
-
-    def put(item: UploadItem) -> int:
-        body = item.read()
-        storage.write(uri.join(dest, item.key_suffix), body, settings)
-        return len(body)
-
-    def run(items: Iterator[UploadItem]) -> None:
-        pool = concurrent.futures.ThreadPoolExecutor(workers)
-        try:
-            with tqdm(desc="upload", unit="obj", disable=not show_progress) as bar:
-                pending = set()
-                for item in items:
-                    if present.get(uri.join(dest, item.key_suffix)) == item.size:
-                        stats["skipped"] += 1
-                        bar.update()
-                        continue
-                    pending.add(pool.submit(put, item))
-                    if len(pending) >= 4 * workers:  # bounded memory when streaming an archive
-                        pending = _drain(pending, stats, bar, wait_all=False)
-                _drain(pending, stats, bar, wait_all=True)
-        finally:
-            # On an error or Ctrl-C, leave at once: waiting would block on a PUT that may never
-            # be answered. The objects already written stay; a rerun skips them.
-            pool.shutdown(wait=False, cancel_futures=True)
-
     try:
-        if os.path.isdir(src):
-            if not os.path.isdir(os.path.join(src, "images")):
-                raise FoodpipeError(f"{src} is not in Food-101 layout: it has no images/ folder")
-            run(_folder_items(src))
-        elif tarfile.is_tarfile(src):
-            with tarfile.open(src, mode="r|*") as archive:
-                run(_archive_items(archive))
-        else:
-            raise FoodpipeError(f"upload source is neither a folder nor a tar archive: {src}")
+        for items in _items(src):
+            _upload_items(items, dest, present, settings, workers, stats, show_progress)
     except FoodpipeError:
         raise
     except (tarfile.TarError, EOFError) as exc:
@@ -107,6 +75,47 @@ def upload(src: str, dest: str, settings: s3.S3Settings, workers: int = DEFAULT_
     if stats["uploaded"] + stats["skipped"] == 0:
         raise FoodpipeError(f"nothing to upload: {src} has no files under images/ or meta/")
     return stats
+
+
+def _items(src: str):
+    """Yields the one stream of ``UploadItem`` of ``src`` (a Food-101 folder or a tar archive),
+    kept open while the caller uploads it."""
+    if os.path.isdir(src):
+        if not os.path.isdir(os.path.join(src, "images")):
+            raise FoodpipeError(f"{src} is not in Food-101 layout: it has no images/ folder")
+        yield _folder_items(src)
+    elif tarfile.is_tarfile(src):
+        with tarfile.open(src, mode="r|*") as archive:
+            yield _archive_items(archive)
+    else:
+        raise FoodpipeError(f"upload source is neither a folder nor a tar archive: {src}")
+
+
+def _upload_items(items: Iterator[UploadItem], dest: str, present: dict, settings: s3.S3Settings, workers: int,
+                  stats: dict, show_progress: bool) -> None:
+    """Upload ``items`` on ``workers`` threads, skipping those already at ``dest`` with their size."""
+    def put(item: UploadItem) -> int:
+        body = item.read()
+        storage.write(uri.join(dest, item.key_suffix), body, settings)
+        return len(body)
+
+    pool = concurrent.futures.ThreadPoolExecutor(workers)
+    try:
+        with tqdm(desc="upload", unit="obj", disable=not show_progress) as bar:
+            pending = set()
+            for item in items:
+                if present.get(uri.join(dest, item.key_suffix)) == item.size:
+                    stats["skipped"] += 1
+                    bar.update()
+                    continue
+                pending.add(pool.submit(put, item))
+                if len(pending) >= 4 * workers:  # bounded memory when streaming an archive
+                    pending = _drain(pending, stats, bar, wait_all=False)
+            _drain(pending, stats, bar, wait_all=True)
+    finally:
+        # On an error or Ctrl-C, leave at once: waiting would block on a PUT that may never
+        # be answered. The objects already written stay; a rerun skips them.
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _drain(pending, stats, bar, wait_all: bool):
