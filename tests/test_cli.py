@@ -38,10 +38,10 @@ def subcommand_parsers(parser, prefix: str = "") -> dict:
 
 
 def every_parser():
-    from beam_pipelines import preprocess
+    from beam_pipelines import options
 
     parsers = subcommand_parsers(cli.build_parser())
-    parsers["preprocess"] = preprocess.build_parser()  # the top-level entry is a pass-through
+    parsers["preprocess"] = options.build_parser()  # the top-level entry is a pass-through
     return parsers
 
 

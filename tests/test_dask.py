@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from beam_pipelines import options as job_options
 from beam_pipelines import preprocess
 from foodpipe import schema
 from tests.conftest import foodpipe, start_process, stop_process
@@ -54,8 +55,8 @@ def test_dask_runner_writes_the_same_dataset_as_the_direct_runner(dask_cluster, 
     # The job lets the work spread: it asks Dask for 4 partitions per worker thread (Beam's own
     # default, one per 128 files, would give one partition, so one worker). How the scheduler then
     # deals them out depends on the machine's load: `bench preprocess` reports it (worker_shares).
-    options = preprocess.PipelineOptions(["--runner", "DaskRunner", "--dask_client_address", dask_cluster])
-    assert preprocess.dask_partition_flags(options) == ["--dask_npartitions=8"]  # 2 workers x 1 thread
+    flags = job_options.PipelineOptions(["--runner", "DaskRunner", "--dask_client_address", dask_cluster])
+    assert job_options.dask_partition_flags(flags) == ["--dask_npartitions=8"]  # 2 workers x 1 thread
     shared = re.search(r"51/51 images validated .* by (\d+) worker processes? \(([\d, ]+)\)", result.stderr)
     assert shared, result.stderr[-3000:]
     counts = [int(n) for n in shared.group(2).split(", ")]
