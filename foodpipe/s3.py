@@ -146,5 +146,5 @@ def check_bucket(settings: S3Settings, bucket: str, what: str, create: bool = Fa
 @functools.lru_cache(maxsize=None)
 def cached_client(settings: S3Settings):
     """One boto3 client per process and settings (boto3 clients are thread-safe; making one
-    costs ~0.2 s, which is what Beam's S3 filesystem pays on every ``open``)."""
+    is slow, and Beam's S3 filesystem does it on every ``open``)."""
     return settings.boto3_client()

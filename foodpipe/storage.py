@@ -4,8 +4,8 @@ TFRecord shards in tf.data, Keras' SavedModel) go elsewhere, through tensorflow-
 
 S3 goes through one cached boto3 client per process and settings (``s3.cached_client``: 5 s connect
 timeout, 3 attempts), not Beam's S3 filesystem or tf.io.gfile: Beam's makes a client for every
-``open`` (~0.2 s per image) and retries a call for about ten minutes when the server is gone, and a
-whole-object gfile read on S3 is ~50x slower (both measured).
+``open`` and retries a call for about ten minutes when the server is gone, and a whole-object gfile
+read on S3 is many times slower than a boto3 GET (both measured, docs/BENCHMARKS.md).
 
 Every function takes ``settings`` (default: from the environment). Failures are the clients' own
 exceptions; ``describe`` turns any of them into a one-line ``FoodpipeError``.

@@ -1,5 +1,5 @@
-"""TFRecord framing without TensorFlow, so Beam workers can build a shard in memory and write it
-in one piece.
+"""TFRecord framing without TensorFlow, so Beam workers can frame each record as they stream it
+into a shard.
 
 Each record is ``uint64 length | uint32 masked_crc32c(length) | data | uint32 masked_crc32c(data)``,
 little-endian, as TensorFlow's ``TFRecordWriter`` writes it.

@@ -1,5 +1,5 @@
 """Train-time augmentation of a batch of uint8 images, run inside one ``tf.numpy_function`` call
-per batch (one call per image made tf.data's threads fight over the GIL: 242 img/s against 557).
+per batch (one call per image made tf.data's threads fight over the GIL).
 
 A batch's random parameters are drawn at once (numpy). Then, image by image, the geometric steps
 with albumentations' own operations (OpenCV underneath, which releases the GIL): horizontal flip,
@@ -8,11 +8,11 @@ rotation with reflected borders, the automatic policy's operations if one is cho
 ``nogil=True`` for the whole batch: brightness/contrast and Gaussian noise per pixel, uint8 in and
 out (saturating), in a flat loop the compiler vectorizes; standard scaling is the model's first layer.
 Noise comes from a pre-drawn table of standard normals, read from a random offset: drawing a normal
-per pixel inside the kernel ran at 307 img/s in the prototypes, a table read costs almost nothing.
+per pixel inside the kernel was the slowest step of the prototypes, a table read costs almost nothing.
 
-Per image on one thread (batch of 64, every augmentation on): 0.30 ms at 224 px and 0.064 ms at
-64 px, against 0.60 and 0.12 ms when each image went through an albumentations ``Compose`` call
-and a kernel call of its own (the Python between the OpenCV calls holds the GIL).
+Doing a batch at once halves the per-image cost of an albumentations ``Compose`` call and a kernel
+call per image (the Python between the OpenCV calls holds the GIL); the figures, with their
+commands and commits, are in docs/BENCHMARKS.md.
 ``scale_kernel`` remains as the input benchmark's Numba-vs-numpy rerun of the seed's scaling.
 """
 

@@ -76,7 +76,7 @@ def frame(window_pixels, image_size: int, framing: str):
     """A window's pixels -> the model's uint8 ``image_size`` square (squashed, or padded for ``pad``).
 
     Bilinear resizing only averages pixels, so its output stays within 0..255: rounding is adding
-    0.5 before the cast, with no clipping pass (11% more images/s at 224 px than round+clip+cast)."""
+    0.5 before the cast, with no clipping pass (measured faster than round+clip+cast: docs/BENCHMARKS.md)."""
     if framing == "pad":
         image = tf.image.resize_with_pad(window_pixels, image_size, image_size)
     else:
