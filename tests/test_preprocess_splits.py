@@ -202,3 +202,21 @@ def test_a_held_out_set_has_no_statistics_and_cannot_be_trained_on(food, tmp_pat
     refused = foodpipe("train", "--data", str(tmp_path / "held"), "--mlflow-uri", f"sqlite:///{tmp_path}/m.db")
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr[-2000:]
     assert "is a held-out set (no train split" in refused.stderr
+
+
+def test_glyphs_split_by_font_hold_whole_fonts_out_of_train(tmp_path):
+    """The glyph set's subject is the font, across every letter: a font's images all land in one
+    split (the quality measurements' promise that test fonts are fonts train never saw)."""
+    raw, data = str(tmp_path / "raw"), str(tmp_path / "glyphs")
+    fonts = realdata.GLYPH_FONTS[:10]
+    count = realdata.write_glyphs(raw, fonts=fonts, letters="abe", per_subject=2)
+    assert count == len(fonts) * 3 * 2
+    preprocess.run(["--input", raw, "--output", data, "--split", "0.6,0.2,0.2",
+                    "--group-pattern", realdata.SUBJECT_PATTERNS["glyphs"]])
+    rows = pq.read_table(os.path.join(data, schema.MANIFEST_FILE)).to_pylist()
+    splits_of_font = collections.defaultdict(set)
+    for row in rows:
+        splits_of_font[row["group"]].add(row["split"])
+    assert set(splits_of_font) == {os.path.splitext(font)[0] for font in fonts}  # the group is the font alone
+    assert all(len(splits) == 1 for splits in splits_of_font.values()), splits_of_font
+    assert {split for splits in splits_of_font.values() for split in splits} == set(schema.SPLITS)
