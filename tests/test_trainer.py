@@ -540,6 +540,35 @@ def test_a_corrupt_train_shard_stops_training_with_its_name(dataset, tmp_path):
     assert last.startswith("foodpipe: error: corrupt TFRecord shard(s)") and victim in last, result.stderr[-2000:]
 
 
+def test_a_runs_config_yaml_reruns_it_and_flags_override_a_config_file(dataset, tmp_path):
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    settings = tmp_path / "settings.yaml"
+    tiny = dict(zip((flag[2:].replace("-", "_") for flag in TINY[::2]), TINY[1::2]))
+    settings.write_text("".join(f"{key}: {value}\n" for key, value in tiny.items()) +
+                        f"data: {dataset}\nepochs: 1\nflip: false\nlabel_smoothing: 0.1\nrun_name: from-file\n")
+    first = foodpipe("train", "--config", str(settings), "--epochs", "2", "--mlflow-uri", tracking)
+    assert first.returncode == 0, first.stderr[-3000:]
+    client = client_for(tracking)
+    run = client.get_run(last_json(first.stdout)["run_id"])
+    params = run.data.params
+    assert (params["epochs"], params["flip"], params["label_smoothing"], params["image_size"]) == ("2", "False", "0.1", "32")
+    assert run.info.run_name == "from-file"
+    logged = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
+    again = foodpipe("train", "--config", logged, "--mlflow-uri", tracking)
+    assert again.returncode == 0, again.stderr[-3000:]
+    rerun = client.get_run(last_json(again.stdout)["run_id"])
+    assert rerun.data.params == params and rerun.info.run_name == "from-file"
+    for text, message in [("- a list\n", f"config file {settings} must map setting names to values, e.g. 'image_size: 64'"),
+                          (f"data: {dataset}\nimage_sizee: 32\n", f"config file {settings}: image_sizee is not a setting of train"),
+                          ("data: [1, 2]\n", f"config file {settings}: data must be a single value, got [1, 2]")]:
+        settings.write_text(text)
+        bad = foodpipe("train", "--config", str(settings), "--mlflow-uri", tracking)
+        assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == f"foodpipe: error: {message}", \
+            bad.stderr[-2000:]
+    missing = foodpipe("train", "--config", str(tmp_path / "none.yaml"))
+    assert missing.returncode == 2 and "config file" in missing.stderr and "does not exist" in missing.stderr
+
+
 def test_config_validation_and_params():
     with pytest.raises(FoodpipeError, match="unknown optimizer 'rmsprop'"):
         TrainConfig(data="d", optimizer="rmsprop")

@@ -219,3 +219,20 @@ def from_args(args) -> TrainConfig:
     if isinstance(values["weights"], str) and values["weights"].lower() == "none":
         values["weights"] = None
     return TrainConfig(**values)
+
+
+CONFIG_FILE = "config.yaml"
+
+
+def to_yaml(config: TrainConfig) -> str:
+    """The run's settings as ``foodpipe train --config`` reads them: one key per flag, every value
+    resolved (the tracking URI left out: it may hold credentials, and a rerun names its own)."""
+    import yaml
+
+    values = {}
+    for field in dataclasses.fields(TrainConfig):
+        value = getattr(config, field.name)
+        if field.name == "mlflow_uri" or (value is None and field.name != "weights"):
+            continue
+        values[field.name] = "none" if value is None else value
+    return yaml.safe_dump(values, sort_keys=False)

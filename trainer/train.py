@@ -22,7 +22,7 @@ from tfdata import pipeline
 from tfdata.config import InputConfig
 from trainer import report, serving, strategy as strategies, tracking
 from trainer.checkpoint import ResumableCheckpoint
-from trainer.config import TrainConfig
+from trainer.config import CONFIG_FILE, TrainConfig, to_yaml
 from trainer.loop import CONFUSION, DistributedLoop, averaged_weights, evaluated_weights
 from trainer.mixing import Mixing
 
@@ -210,6 +210,13 @@ def log_outputs(writer, model: keras.Model, config: TrainConfig, info: DatasetIn
     return writer.log_model(serving_model, first_record_bytes(info, schema.VAL))
 
 
+def log_config(writer, config: TrainConfig) -> None:
+    """The run's resolved settings as ``config.yaml``: ``foodpipe train --config config.yaml`` reruns it."""
+    path = os.path.join(writer.scratch_dir(), CONFIG_FILE)
+    storage.write(path, to_yaml(config).encode())
+    writer.log_artifact(path)
+
+
 def keep_epoch(config: TrainConfig, model: keras.Model, best: KeepBest, last_logs: dict, writer) -> tuple[int, dict]:
     """``(epoch, its logs)`` of the weights the run exports, loaded into the model: the best epoch's
     (``--keep best``) or the last one's. As MLflow's Keras autologging does for restored weights,
@@ -307,6 +314,7 @@ def train_and_evaluate(config: TrainConfig, writer=None, progress: bool = True) 
     initial_epoch, history, previous_run = resume(checkpoint, model)
     params = {**config.params(), "dataset_metadata_sha256": info.sha256}
     run_id = writer.start(params, run_tags(strategy), run_id=previous_run)
+    log_config(writer, config)
 
     callbacks = [EpochLogger(writer, history), best] + ([plateau] if plateau else [])
     if plateau and config.warmup:

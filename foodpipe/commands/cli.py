@@ -16,6 +16,7 @@ import os
 import sys
 
 from foodpipe import __version__, logs, process, schema
+from foodpipe.errors import FoodpipeError
 from trainer import config as train_config
 
 DESCRIPTION = """Food-101 classification on TensorFlow's data stack.
@@ -235,6 +236,7 @@ def add_data_commands(commands) -> None:
 def add_model_commands(commands) -> None:
     """train, evaluate, select and predict."""
     p = add_command(commands, "train", cmd_train, "train a model and log it to MLflow")
+    process.add_config_flag(p)
     train_config.add_arguments(p)
     s3_flag(p)
 
@@ -269,13 +271,29 @@ def add_model_commands(commands) -> None:
     s3_flag(p)
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command line, with ``train --config FILE``'s settings as flags before the others; a
+    setting of the file that no flag takes is named with the file."""
+    parser = build_parser()
+    if argv[:1] != ["train"]:
+        return parser.parse_args(argv)
+    argv, location, from_file = process.expand_config_file(argv)
+    args, unknown = parser.parse_known_args(argv)
+    for flag in unknown:
+        if flag in from_file:
+            raise FoodpipeError(f"config file {location}: {from_file[flag]} is not a setting of train")
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def dispatch(argv: list[str]) -> int:
     logs.setup(verbose="--verbose" in argv)  # before any library is imported: import-time noise is filtered too
     if argv and argv[0] == "preprocess":  # Beam's own flags pass through; the job parses its flags itself
         from beam_pipelines import preprocess
 
         return preprocess.main(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     result = args.func(args)
     if "json" not in args:  # a command without a result (s3-server): its own exit code
         return result or 0
