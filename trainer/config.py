@@ -19,9 +19,9 @@ DEFAULT_EXPERIMENT = "foodpipe"
 class TrainConfig:
     data: str
     model: str = "resnet"
-    image_size: int = 224
+    image_size: int = _INPUT.image_size
     epochs: int = 30
-    batch_size: int = 64  # global: each replica gets batch_size / replicas
+    batch_size: int = _INPUT.batch_size  # global: each replica gets batch_size / replicas
     lr: float = 1e-3
     optimizer: str = "adam"
     momentum: float = 0.9  # SGD only

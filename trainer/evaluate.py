@@ -109,7 +109,7 @@ def class_difference(data: list[str], model: list[str]) -> str:
     return "; ".join(part for part in parts if part)
 
 
-def evaluate(model_uri: str, data_uri: str, split: str = schema.TEST, batch_size: int = 64,
+def evaluate(model_uri: str, data_uri: str, split: str = schema.TEST, batch_size: int = InputConfig.batch_size,
              tracking_uri: str | None = None, output_dir: str | None = None, tta: str = "none") -> dict:
     """Accuracy, loss, macro/weighted precision/recall/F1, top-k accuracy and ECE of ``split``, in one
     pass; the error analysis (``write_error_analysis``) is logged to the model's run under

@@ -17,6 +17,7 @@ import sys
 
 from foodpipe import __version__, logs, process, schema
 from foodpipe.errors import FoodpipeError
+from tfdata.config import InputConfig
 from trainer import config as train_config
 
 DESCRIPTION = """Food-101 classification on TensorFlow's data stack.
@@ -172,8 +173,9 @@ def add_bench_commands(bench) -> None:
     p = add_command(benchmarks, "input", cmd_bench_input,
                     "input throughput: decode-only, train and eval pipelines, the seed's Sequence")
     p.add_argument("--data", required=True, help="preprocessed dataset (path or s3://)")
-    p.add_argument("--image-size", type=int, default=224, help="side of the model's input, in pixels")
-    p.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    p.add_argument("--image-size", type=int, default=InputConfig.image_size,
+                   help="side of the model's input, in pixels")
+    p.add_argument("--batch-size", type=int, default=InputConfig.batch_size, help="images per batch")
     p.add_argument("--images", type=int, default=2000, help="images timed per pipeline after warm-up")
     p.add_argument("--seed-images", type=int, default=256, help="images timed for the (slow) seed baseline")
     s3_flag(p)
@@ -182,8 +184,9 @@ def add_bench_commands(bench) -> None:
     p.add_argument("--data", required=True, help="preprocessed dataset (path or s3://)")
     p.add_argument("--model", default="resnet", metavar="{" + ",".join(train_config.CHOICES["model"]) + "}",
                    help="the model to train")
-    p.add_argument("--image-size", type=int, default=224, help="side of the model's input, in pixels")
-    p.add_argument("--batch-size", type=int, default=64, help="global batch size")
+    p.add_argument("--image-size", type=int, default=InputConfig.image_size,
+                   help="side of the model's input, in pixels")
+    p.add_argument("--batch-size", type=int, default=InputConfig.batch_size, help="global batch size")
     p.add_argument("--steps", type=int, default=20, help="steps timed per input, after warm-up")
     p.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=False,
                    help="float16 compute (GPUs)")
@@ -246,7 +249,7 @@ def add_model_commands(commands) -> None:
                                                   "an MLflow model folder or a .keras file")
     p.add_argument("--data", required=True, help="preprocessed dataset (path or s3://)")
     p.add_argument("--split", default=schema.TEST, choices=schema.SPLITS, help="the split to evaluate")
-    p.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    p.add_argument("--batch-size", type=int, default=InputConfig.batch_size, help="images per batch")
     p.add_argument("--tta", default="none", metavar="{none,flip}",
                    help="test-time augmentation: flip averages each image's and its mirror image's probabilities")
     mlflow_flag(p)
