@@ -1,5 +1,6 @@
 """The default recipe on real images (scikit-learn's handwritten digits, in frames of every aspect
-ratio), judged against a classic baseline on the same split. Synth data is for plumbing only."""
+ratio; scikit-image's photographs split by subject), judged against a classic baseline on the same
+split. Synth data is for plumbing only."""
 
 import json
 
@@ -10,6 +11,19 @@ from tests import realdata
 from tests.conftest import foodpipe
 
 
+def train_and_test(data: str, tmp_path, *flags: str) -> tuple[dict, dict]:
+    """``(train's result, evaluate's scores on test)`` of the issue's command with the defaults."""
+    mlflow = f"sqlite:///{tmp_path}/mlflow.db"
+    trained = foodpipe("train", "--data", data, "--model", "resnet", "--image-size", "64", "--epochs", "15",
+                       "--batch-size", "64", *flags, "--mlflow-uri", mlflow)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    result = json.loads(trained.stdout.strip().splitlines()[-1])
+    evaluated = foodpipe("evaluate", "--model", result["model_uri"], "--data", data, "--split", "test",
+                         "--mlflow-uri", mlflow)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    return result, json.loads(evaluated.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
 def test_default_recipe_on_real_digits_is_far_above_chance_and_near_an_svm(tmp_path):
     raw, data = str(tmp_path / "raw"), str(tmp_path / "digits")
@@ -17,16 +31,8 @@ def test_default_recipe_on_real_digits_is_far_above_chance_and_near_an_svm(tmp_p
     # A test split of ~360 images (one error is 0.3 points), used by neither side to choose: the
     # recipe keeps its best epoch on val, the SVM its C on val.
     preprocess.run(["--input", raw, "--output", data, "--split", "0.6,0.2,0.2"])
-    mlflow = f"sqlite:///{tmp_path}/mlflow.db"
-    # The issue's command, with the defaults (digits change meaning when mirrored: --no-flip).
-    trained = foodpipe("train", "--data", data, "--model", "resnet", "--image-size", "64", "--epochs", "15",
-                       "--batch-size", "64", "--no-flip", "--mlflow-uri", mlflow)
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    result = json.loads(trained.stdout.strip().splitlines()[-1])
-    evaluated = foodpipe("evaluate", "--model", result["model_uri"], "--data", data, "--split", "test",
-                         "--mlflow-uri", mlflow)
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    scores = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    # Digits change meaning when mirrored: --no-flip.
+    result, scores = train_and_test(data, tmp_path, "--no-flip")
     baseline = realdata.svm_baseline(data)
     print(f"digits: recipe val {result['val_accuracy']:.3f} test {scores['accuracy']:.3f} ({scores['count']} images); "
           f"RBF SVM (C={baseline['C']}) val {baseline['val_accuracy']:.3f} test {baseline['test_accuracy']:.3f}")
@@ -44,14 +50,7 @@ def test_default_recipe_on_unseen_subjects_is_well_clear_of_an_svm(tmp_path):
     realdata.write_photo_subjects(raw)
     preprocess.run(["--input", raw, "--output", data, "--split", "0.6,0.2,0.2",
                     "--group-pattern", realdata.SUBJECT_PATTERNS["photo-subjects"]])
-    mlflow = f"sqlite:///{tmp_path}/mlflow.db"
-    trained = foodpipe("train", "--data", data, "--model", "resnet", "--image-size", "64", "--epochs", "15",
-                       "--batch-size", "64", "--mlflow-uri", mlflow)
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    model_uri = json.loads(trained.stdout.strip().splitlines()[-1])["model_uri"]
-    evaluated = foodpipe("evaluate", "--model", model_uri, "--data", data, "--split", "test", "--mlflow-uri", mlflow)
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    scores = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    _, scores = train_and_test(data, tmp_path)
     baseline = realdata.svm_baseline(data)
     print(f"photo subjects: recipe test {scores['accuracy']:.3f} ({scores['count']} images); "
           f"RBF SVM (C={baseline['C']}) test {baseline['test_accuracy']:.3f}")
