@@ -14,11 +14,12 @@ import os
 
 import keras
 
-from models import blocks
+from models import blocks, defaults
 
 
-def build_nasnet(num_classes: int, image_size: int, weights: str | None = None, freeze_fraction: float = 0.0,
-                 dense_units: int = 256, dropout: float = 0.5, leaky_slope: float = 0.1,
+def build_nasnet(num_classes: int, image_size: int, weights: str | None = None,
+                 freeze_fraction: float = defaults.FREEZE_FRACTION, dense_units: int = defaults.DENSE_UNITS,
+                 dropout: float = defaults.DROPOUT, leaky_slope: float = defaults.LEAKY_SLOPE,
                  pixel_stats: tuple | None = None) -> keras.Model:
     blocks.check_common(num_classes, image_size, dense_units, dropout, leaky_slope, min_image_size=32)
     if not 0 <= freeze_fraction <= 1:

@@ -6,12 +6,13 @@ It takes uint8 pixels: standard scaling with the dataset's statistics is its fir
 import keras
 from keras import layers
 
-from models import blocks
+from models import blocks, defaults
 
 
-def build_resnet(num_classes: int, image_size: int, num_blocks: int = 4, filters: int = 32,
-                 dense_units: int = 256, dropout: float = 0.5, leaky_slope: float = 0.1, bn_momentum: float = 0.9,
-                 pixel_stats: tuple | None = None) -> keras.Model:
+def build_resnet(num_classes: int, image_size: int, num_blocks: int = defaults.NUM_BLOCKS,
+                 filters: int = defaults.FILTERS, dense_units: int = defaults.DENSE_UNITS,
+                 dropout: float = defaults.DROPOUT, leaky_slope: float = defaults.LEAKY_SLOPE,
+                 bn_momentum: float = defaults.BN_MOMENTUM, pixel_stats: tuple | None = None) -> keras.Model:
     """``pixel_stats``: the dataset's ``(mean, std)`` per channel for the first layer (see
     ``blocks.apply_input_scaling``). ``bn_momentum``: BatchNorm's moving statistics forget at this
     rate per step; Keras' default 0.99 averages over ~100 steps, several epochs of a small data set,

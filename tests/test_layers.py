@@ -131,7 +131,7 @@ def test_every_library_logger_is_under_foodpipe_so_its_info_lines_show():
     logging under its bare module name (``trainer.train``) would be silently dropped."""
     named = {}
     for package in PACKAGES:
-        for path in sorted((REPO / package).glob("*.py")):
+        for path in sorted((REPO / package).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
                 if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "getLogger" and node.args:
                     named[module_name(path)] = ast.unparse(node.args[0])

@@ -5,6 +5,7 @@ import dataclasses
 
 from foodpipe.errors import FoodpipeError
 import models
+from models import defaults as model_defaults
 from tfdata.config import FRAMINGS, POLICIES, InputConfig
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
@@ -46,14 +47,14 @@ class TrainConfig:
     ema: float = 0.0  # momentum of the weights' moving average, which is validated and exported
     # Model hyperparameters: a flag for each keyword of every model builder (which model takes which
     # is read from the builders' signatures, see ``models.hyperparameters``).
-    num_blocks: int = 4
-    filters: int = 32
-    dense_units: int = 256
-    dropout: float = 0.5
-    leaky_slope: float = 0.1
-    bn_momentum: float = 0.9  # resnet
+    num_blocks: int = model_defaults.NUM_BLOCKS
+    filters: int = model_defaults.FILTERS
+    dense_units: int = model_defaults.DENSE_UNITS
+    dropout: float = model_defaults.DROPOUT
+    leaky_slope: float = model_defaults.LEAKY_SLOPE
+    bn_momentum: float = model_defaults.BN_MOMENTUM  # resnet
     weights: str | None = "imagenet"  # nasnet: "imagenet", None or a local weights file
-    freeze_fraction: float = 0.0
+    freeze_fraction: float = model_defaults.FREEZE_FRACTION
     # Input pipeline: how the model sees an image, and the train view's random changes to it.
     framing: str = _INPUT.framing
     eval_crop_fraction: float = _INPUT.eval_crop_fraction
