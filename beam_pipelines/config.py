@@ -4,7 +4,7 @@ import argparse
 import dataclasses
 
 from beam_pipelines import split
-from foodpipe import images, uri
+from foodpipe import images, process, uri
 from foodpipe.errors import FoodpipeError
 
 DEFAULT_SPLIT = "0.75,0.2,0.05"  # the seed's 7500/2000/500 of 10,000 images
@@ -118,9 +118,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split-file", metavar="URI",
                         help="a CSV with the header image_id,split (train, val or test); ids are "
                              "<class>/<file name without extension>, as in Food-101's lists")
-    parser.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
+    parser.add_argument("--val-fraction", type=float, default=PreprocessConfig.val_fraction,
                         help="with --split-from meta: the share of each class's official train images that go to val")
-    parser.add_argument("--unlisted", choices=split.UNLISTED_POLICIES, default="reject",
+    parser.add_argument("--unlisted", choices=split.UNLISTED_POLICIES, default=PreprocessConfig.unlisted,
                         help="an image no split list names: reject it (reason 'not in split lists'), put it in "
                              "train, or skip it")
     parser.add_argument("--group-file", metavar="URI",
@@ -128,14 +128,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group-pattern", metavar="REGEX",
                         help="the group of an image is the first capture group of REGEX searched in its id, e.g. "
                              "'^(.+)__' for <class>/<subject>__<n>; an id it does not match is a group of its own")
-    parser.add_argument("--shard-size-mb", type=float, default=DEFAULT_SHARD_SIZE_MB, help="target shard size, in MiB")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split and shuffle")
-    parser.add_argument("--min-side", type=int, default=images.DEFAULT_MIN_SIDE,
+    parser.add_argument("--shard-size-mb", type=float, default=PreprocessConfig.shard_size_mb,
+                        help="target shard size, in MiB")
+    parser.add_argument("--seed", type=int, default=PreprocessConfig.seed, help="seed of the split and shuffle")
+    parser.add_argument("--min-side", type=int, default=PreprocessConfig.min_side,
                         help="reject images with a shorter side")
-    parser.add_argument("--max-pixels", type=int, default=images.DEFAULT_MAX_PIXELS,
+    parser.add_argument("--max-pixels", type=int, default=PreprocessConfig.max_pixels,
                         help="reject images declaring more pixels (decompression bombs)")
     parser.add_argument("--max-side", type=int,
                         help="store images with a longer side above N downscaled to N (default: as they are)")
-    parser.add_argument("--jpeg-quality", type=int, default=images.CONVERTED_JPEG_QUALITY,
+    parser.add_argument("--jpeg-quality", type=int, default=PreprocessConfig.jpeg_quality,
                         help="JPEG quality of every image the job re-encodes (converted or downscaled)")
-    parser.add_argument("--s3-endpoint", help="S3 endpoint URL (default: $AWS_ENDPOINT_URL, else AWS)")
+    process.add_s3_flag(parser)

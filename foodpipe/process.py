@@ -47,6 +47,20 @@ class CommandParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{PREFIX} {message} (see '{self.prog} --help')\n")
 
 
+S3_ENDPOINT_HELP = "S3 endpoint URL (default: $AWS_ENDPOINT_URL, else AWS)"
+MLFLOW_URI_HELP = "MLflow tracking server or store (default: $MLFLOW_TRACKING_URI, else ./mlruns)"
+
+
+def add_s3_flag(parser: argparse.ArgumentParser) -> None:
+    """``--s3-endpoint``, on every command that talks to S3 (credentials only from the environment)."""
+    parser.add_argument("--s3-endpoint", help=S3_ENDPOINT_HELP)
+
+
+def add_mlflow_flag(parser: argparse.ArgumentParser) -> None:
+    """``--mlflow-uri``, on every command that talks to MLflow."""
+    parser.add_argument("--mlflow-uri", help=MLFLOW_URI_HELP)
+
+
 CONFIG_FLAG = "--config"
 
 

@@ -3,6 +3,7 @@ validated on creation, and logged whole to MLflow so every run can be reproduced
 
 import dataclasses
 
+from foodpipe import process
 from foodpipe.errors import FoodpipeError
 import models
 from models import defaults as model_defaults
@@ -187,7 +188,7 @@ HELP = {
     "strategy": "auto: multi-worker with TF_CONFIG, mirrored with several GPUs, else default",
     "cpu_replicas": "split the CPU into N logical devices (to try strategies without GPUs)",
     "checkpoint_dir": "resume from / checkpoint to this folder (local or s3://) every epoch",
-    "mlflow_uri": "tracking server or store (default: MLFLOW_TRACKING_URI, else ./mlruns)",
+    "mlflow_uri": process.MLFLOW_URI_HELP,
 }
 
 

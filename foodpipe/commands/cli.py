@@ -141,15 +141,6 @@ def cmd_predict(args) -> list:
     return results
 
 
-def s3_flag(parser) -> None:
-    parser.add_argument("--s3-endpoint", help="S3 endpoint URL (default: $AWS_ENDPOINT_URL, else AWS)")
-
-
-def mlflow_flag(parser) -> None:
-    parser.add_argument("--mlflow-uri", help="MLflow tracking server or store (default: $MLFLOW_TRACKING_URI, "
-                                             "else ./mlruns)")
-
-
 def add_command(commands, name: str, function, help: str, result: bool = True, **kwargs):
     parser = commands.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", **kwargs)
     process.add_output_flags(parser, result=result)
@@ -169,7 +160,7 @@ def add_bench_commands(bench) -> None:
                    help="runs of the job and of the loop, alternated; the figures are each one's median run's")
     p.add_argument("--split-file", metavar="URI", help="the job's and the loop's --split-file (default: fractions)")
     p.add_argument("--group-pattern", metavar="REGEX", help="the job's and the loop's --group-pattern")
-    s3_flag(p)
+    process.add_s3_flag(p)
     p = add_command(benchmarks, "input", cmd_bench_input,
                     "input throughput: decode-only, train and eval pipelines, the seed's Sequence")
     p.add_argument("--data", required=True, help="preprocessed dataset (path or s3://)")
@@ -178,7 +169,7 @@ def add_bench_commands(bench) -> None:
     p.add_argument("--batch-size", type=int, default=InputConfig.batch_size, help="images per batch")
     p.add_argument("--images", type=int, default=2000, help="images timed per pipeline after warm-up")
     p.add_argument("--seed-images", type=int, default=256, help="images timed for the (slow) seed baseline")
-    s3_flag(p)
+    process.add_s3_flag(p)
     p = add_command(benchmarks, "train", cmd_bench_train,
                     "training steps fed by the real input against the same batches cached in memory")
     p.add_argument("--data", required=True, help="preprocessed dataset (path or s3://)")
@@ -192,7 +183,7 @@ def add_bench_commands(bench) -> None:
                    help="float16 compute (GPUs)")
     p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=False,
                    help="XLA-compile the train step")
-    s3_flag(p)
+    process.add_s3_flag(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,7 +221,7 @@ def add_data_commands(commands) -> None:
     p.add_argument("dest", help="s3://bucket/prefix")
     p.add_argument("--workers", type=int, default=16, help="parallel uploads")
     p.add_argument("--create-bucket", action="store_true", help="create the bucket if it does not exist")
-    s3_flag(p)
+    process.add_s3_flag(p)
 
     commands.add_parser("preprocess", add_help=False,
                         help="the Beam preprocessing job (see 'foodpipe preprocess --help')")
@@ -241,7 +232,7 @@ def add_model_commands(commands) -> None:
     p = add_command(commands, "train", cmd_train, "train a model and log it to MLflow")
     process.add_config_flag(p)
     train_config.add_arguments(p)
-    s3_flag(p)
+    process.add_s3_flag(p)
 
     p = add_command(commands, "evaluate", cmd_evaluate,
                     "accuracy, loss, per-class scores and calibration of a model on a split")
@@ -252,8 +243,8 @@ def add_model_commands(commands) -> None:
     p.add_argument("--batch-size", type=int, default=InputConfig.batch_size, help="images per batch")
     p.add_argument("--tta", default="none", metavar="{none,flip}",
                    help="test-time augmentation: flip averages each image's and its mirror image's probabilities")
-    mlflow_flag(p)
-    s3_flag(p)
+    process.add_mlflow_flag(p)
+    process.add_s3_flag(p)
     p.epilog = "With --json FILE, the error analysis is also written beside FILE, in evaluation/SPLIT/."
 
     p = add_command(commands, "select", cmd_select,
@@ -264,14 +255,14 @@ def add_model_commands(commands) -> None:
     p.add_argument("--register", metavar="NAME", help="also register its model in the MLflow Model Registry")
     p.add_argument("--alias", help="with --register: the registry alias moved to the new version, so that "
                                    "models:/NAME@ALIAS names it (default champion)")
-    mlflow_flag(p)
+    process.add_mlflow_flag(p)
 
     p = add_command(commands, "predict", cmd_predict, "class and probability for each image (local or s3://)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...), local or s3://")
     p.add_argument("--model", required=True, help="a model URI, as for evaluate")
     p.add_argument("--top-k", type=int, default=1, help="classes shown per image")
-    mlflow_flag(p)
-    s3_flag(p)
+    process.add_mlflow_flag(p)
+    process.add_s3_flag(p)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
