@@ -167,3 +167,24 @@ def test_no_function_is_longer_than_the_limit():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
             and node.end_lineno - node.lineno + 1 > FUNCTION_LINES]
     assert long == []
+
+
+def test_every_first_party_import_resolves_including_those_inside_functions():
+    """A module moved or renamed leaves no import behind, not even one inside a function that only a
+    slow test would run (``from foodpipe import s3, synth`` outlived synth's move to tools/)."""
+    import importlib
+
+    first_party = PACKAGES + ("tests",)
+    missing = []
+    for package in first_party:
+        for path in sorted((REPO / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and within(node.module, first_party):
+                    module = importlib.import_module(node.module)
+                    missing += [f"{module_name(path)}: {node.module}.{alias.name}" for alias in node.names
+                                if not hasattr(module, alias.name)
+                                and importlib.util.find_spec(f"{node.module}.{alias.name}") is None]
+                elif isinstance(node, ast.Import):
+                    missing += [f"{module_name(path)}: {alias.name}" for alias in node.names
+                                if within(alias.name, first_party) and importlib.util.find_spec(alias.name) is None]
+    assert missing == []

@@ -152,7 +152,8 @@ def gathered_parts(tmp_path, per_class: int) -> int:
     from apache_beam.metrics.metric import MetricsFilter
 
     from beam_pipelines import config as job_config
-    from foodpipe import s3, synth
+    from foodpipe import s3
+    from foodpipe.tools import synth
 
     raw = str(tmp_path / f"raw{per_class}")
     synth.generate(synth.SynthConfig(raw, classes=3, per_class=per_class, seed=1))
