@@ -18,7 +18,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import config as job_config
-from foodpipe import __version__, process, s3
+from foodpipe import __version__, config as settings, process, s3
 
 
 def default_runner_flags(beam_args: list[str]) -> list[str]:
@@ -123,7 +123,9 @@ class JobParser(process.CommandParser):
 def build_parser() -> JobParser:
     parser = JobParser(prog="foodpipe preprocess", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"foodpipe {__version__}")
-    job_config.add_arguments(parser)
+    settings.add_flags(parser, job_config.PreprocessConfig)
+    process.add_s3_flag(parser)
+    settings.add_config_flag(parser)
     process.add_output_flags(parser)
     return parser
 
@@ -161,8 +163,17 @@ def check_beam_flags(parser: "JobParser", beam_args: list[str]) -> None:
         parser.error(f"unknown flag {flag}" + (f" (did you mean {close[0]}?)" if close else ""))
 
 
+def spell(name: str) -> str:
+    """A config file key's flag: the job's settings with dashes (``--shard-size-mb``), Beam's pipeline
+    options as Beam spells them (``--direct_num_workers``)."""
+    job = {field.name for field in settings.settings(job_config.PreprocessConfig)} | {"s3_endpoint"}
+    return settings.flag(name) if name in job else f"--{name}"
+
+
 def parse(argv) -> tuple[job_config.PreprocessConfig, argparse.Namespace, list[str]]:
     parser = build_parser()
+    argv, location, from_file = settings.expand_config_file(list(argv), spell)
     args, beam_args = parser.parse_known_args(argv)
+    settings.check_unknown(unknown_beam_flags(beam_args), location, from_file, "preprocess or a Beam option")
     check_beam_flags(parser, beam_args)
-    return job_config.PreprocessConfig.from_args(args), args, beam_args
+    return settings.from_args(job_config.PreprocessConfig, args), args, beam_args

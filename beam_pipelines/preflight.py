@@ -140,15 +140,15 @@ def read_split_lists(config, settings: s3.S3Settings, described: dict) -> tuple[
             data = read_list_file(path, "Food-101 split list (--split-from meta)", settings)
             texts[name], described.setdefault("lists", {})[name] = data.decode("utf-8", "replace"), split.sha256(data)
         if "val.txt" in texts:
-            return split.parse_meta_lists(texts), config.split
+            return split.parse_meta_lists(texts), config.fractions
         described["val_fraction"] = config.val_fraction
         return split.parse_meta_lists(texts), (1 - config.val_fraction, config.val_fraction, 0.0)
     if config.split_file:
         data = read_list_file(config.split_file, "--split-file", settings)
         described.update(file=config.split_file, sha256=split.sha256(data))
-        return split.parse_split_file(data.decode("utf-8", "replace"), config.split_file), config.split
-    described["fractions"] = list(config.split)
-    return None, config.split
+        return split.parse_split_file(data.decode("utf-8", "replace"), config.split_file), config.fractions
+    described["fractions"] = list(config.fractions)
+    return None, config.fractions
 
 
 def read_groups(config, settings: s3.S3Settings, described: dict) -> dict[str, str] | None:

@@ -15,14 +15,15 @@ import tempfile
 
 from beam_pipelines import config as job_config
 from beam_pipelines import preflight, transforms
-from foodpipe import images, s3, schema
+from foodpipe import config as config_flags, images, process, s3, schema
 
 
 def run(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="single_process")
-    job_config.add_arguments(parser)
+    config_flags.add_flags(parser, job_config.PreprocessConfig)
+    process.add_s3_flag(parser)
     args = parser.parse_args(argv)
-    config = job_config.PreprocessConfig.from_args(args)
+    config = config_flags.from_args(job_config.PreprocessConfig, args)
     settings = s3.S3Settings.from_env(args.s3_endpoint)
     settings.apply_to_environment()
     with tempfile.TemporaryDirectory(prefix="foodpipe-converted-") as converted_dir:  # the job's staging/converted

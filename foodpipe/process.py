@@ -61,69 +61,6 @@ def add_mlflow_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mlflow-uri", help=MLFLOW_URI_HELP)
 
 
-CONFIG_FLAG = "--config"
-
-
-def add_config_flag(parser: argparse.ArgumentParser) -> None:
-    """``--config FILE``, expanded by ``expand_config_file`` before the parser sees the command line."""
-    parser.add_argument(CONFIG_FLAG, metavar="FILE.yaml",
-                        help="settings from a YAML file (flag names as keys, e.g. 'image_size: 64'; local or "
-                             "s3://); flags given here win; a run's own config.yaml reruns it")
-
-
-def config_file_flags(location: str) -> dict[str, str]:
-    """``{flag: setting}`` of a YAML config file: ``image_size: 64`` -> ``--image-size=64``,
-    ``flip: false`` -> ``--no-flip``; a null leaves the default."""
-    import yaml
-
-    from foodpipe import storage
-
-    try:
-        settings = yaml.safe_load(storage.read(location))
-    except FileNotFoundError:
-        raise FoodpipeError(f"config file {location} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise FoodpipeError(f"config file {location} is not YAML: {str(exc).splitlines()[0]}") from None
-    except Exception as exc:
-        raise storage.describe(exc, location, f"reading {location}") from None
-    if not isinstance(settings, dict):
-        raise FoodpipeError(f"config file {location} must map setting names to values, e.g. 'image_size: 64'")
-    flags = {}
-    for key, value in settings.items():
-        name = str(key).replace("_", "-")
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            flags[f"--{name}" if value else f"--no-{name}"] = str(key)
-        elif isinstance(value, (str, int, float)):
-            flags[f"--{name}={value}"] = str(key)
-        else:
-            raise FoodpipeError(f"config file {location}: {key} must be a single value, got {value!r}")
-    return flags
-
-
-def expand_config_file(argv: list[str]) -> tuple[list[str], str | None, dict[str, str]]:
-    """``(argv, FILE, {flag: setting} of FILE)``: ``argv`` (a command and its flags) with ``--config
-    FILE`` replaced by the file's settings, put right after the command so that flags given on the
-    command line, which come later, win."""
-    rest, locations, index = [], [], 1
-    while index < len(argv):
-        arg = argv[index]
-        if arg == CONFIG_FLAG and index + 1 < len(argv):
-            locations.append(argv[index + 1])
-            index += 2
-            continue
-        if arg.startswith(CONFIG_FLAG + "="):
-            locations.append(arg.split("=", 1)[1])
-        else:
-            rest.append(arg)
-        index += 1
-    if len(locations) > 1:
-        raise FoodpipeError(f"{CONFIG_FLAG} given {len(locations)} times: name one file")
-    from_file = config_file_flags(locations[0]) if locations else {}
-    return argv[:1] + list(from_file) + rest, (locations or [None])[0], from_file
-
-
 def add_output_flags(parser: argparse.ArgumentParser, result: bool = True) -> None:
     """``--quiet``, ``--verbose`` and (for a command with a result) ``--json FILE``."""
     if result:

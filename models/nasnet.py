@@ -14,12 +14,13 @@ import os
 
 import keras
 
-from models import blocks, defaults
+from models import blocks
+from models.config import ModelConfig
 
 
 def build_nasnet(num_classes: int, image_size: int, weights: str | None = None,
-                 freeze_fraction: float = defaults.FREEZE_FRACTION, dense_units: int = defaults.DENSE_UNITS,
-                 dropout: float = defaults.DROPOUT, leaky_slope: float = defaults.LEAKY_SLOPE,
+                 freeze_fraction: float = ModelConfig.freeze_fraction, dense_units: int = ModelConfig.dense_units,
+                 dropout: float = ModelConfig.dropout, leaky_slope: float = ModelConfig.leaky_slope,
                  pixel_stats: tuple | None = None) -> keras.Model:
     blocks.check_common(num_classes, image_size, dense_units, dropout, leaky_slope, min_image_size=32)
     if not 0 <= freeze_fraction <= 1:

@@ -6,13 +6,14 @@ It takes uint8 pixels: standard scaling with the dataset's statistics is its fir
 import keras
 from keras import layers
 
-from models import blocks, defaults
+from models import blocks
+from models.config import ModelConfig
 
 
-def build_resnet(num_classes: int, image_size: int, num_blocks: int = defaults.NUM_BLOCKS,
-                 filters: int = defaults.FILTERS, dense_units: int = defaults.DENSE_UNITS,
-                 dropout: float = defaults.DROPOUT, leaky_slope: float = defaults.LEAKY_SLOPE,
-                 bn_momentum: float = defaults.BN_MOMENTUM, pixel_stats: tuple | None = None) -> keras.Model:
+def build_resnet(num_classes: int, image_size: int, num_blocks: int = ModelConfig.num_blocks,
+                 filters: int = ModelConfig.filters, dense_units: int = ModelConfig.dense_units,
+                 dropout: float = ModelConfig.dropout, leaky_slope: float = ModelConfig.leaky_slope,
+                 bn_momentum: float = ModelConfig.bn_momentum, pixel_stats: tuple | None = None) -> keras.Model:
     """``pixel_stats``: the dataset's ``(mean, std)`` per channel for the first layer (see
     ``blocks.apply_input_scaling``). ``bn_momentum``: BatchNorm's moving statistics forget at this
     rate per step; Keras' default 0.99 averages over ~100 steps, several epochs of a small data set,

@@ -16,7 +16,7 @@ from tests.conftest import REPO, foodpipe
 def test_an_unexpected_error_prints_a_redacted_traceback_and_returns_1(monkeypatch, capsys):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "canary-secret-4711")
 
-    def broken(args):
+    def broken(config, args):
         raise RuntimeError("boom near canary-secret-4711 and http://user:hunter22@mlflow:5000")
 
     monkeypatch.setattr(cli, "cmd_predict", broken)
@@ -95,7 +95,8 @@ def test_version():
 
 def test_usage_errors_are_one_line_with_the_prefix_and_exit_2():
     for argv, message in [(["synth", "out"], "the following arguments are required: --classes"),
-                          (["evaluate", "--model", "m", "--data", "d", "--split", "dev"], "invalid choice: 'dev'"),
+                          (["evaluate", "--model", "m", "--data", "d", "--split", "dev"],
+                           "unknown split 'dev': choose one of train, val, test"),
                           (["no-such-command"], "invalid choice: 'no-such-command'")]:
         result = foodpipe(*argv)
         last = result.stderr.strip().splitlines()[-1]

@@ -23,6 +23,7 @@ import pytest
 
 import models
 from tests.conftest import REPO as REPO_DIR
+from foodpipe.config import settings
 from trainer.config import TrainConfig
 
 REPO = pathlib.Path(REPO_DIR)
@@ -118,7 +119,7 @@ def test_function_level_imports_count(tmp_path):
 
 
 def test_every_model_hyperparameter_is_a_trainer_flag_with_the_builder_default():
-    fields = {field.name: field.default for field in TrainConfig.__dataclass_fields__.values()}
+    fields = {field.name: field.default for field in settings(TrainConfig)}
     for name in models.NAMES:
         for parameter, default in models.hyperparameters(name).items():
             assert parameter in fields, f"{name}'s {parameter} has no TrainConfig field"

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from foodpipe.config import from_flat
 from foodpipe.errors import FoodpipeError
 from tfdata import augment, policy
 from tfdata.config import InputConfig
@@ -16,6 +17,11 @@ from trainer.mixing import Mixing
 from trainer.train import make_optimizer
 
 CLASSES = 8
+
+
+def train_config(**values) -> TrainConfig:
+    """A TrainConfig from flat settings, as a command line or a config file gives them."""
+    return from_flat(TrainConfig, values)
 
 
 def constant_batch():
@@ -143,21 +149,21 @@ def test_weight_decay_shrinks_kernels_but_spares_biases_and_batchnorm():
     model = tiny_model()
     for variable in model.trainable_variables:
         variable.assign(tf.ones_like(variable))
-    config = TrainConfig(data="d", lr=0.1, weight_decay=0.5, lr_schedule="constant", warmup_epochs=0, epochs=1)
+    config = train_config(data="d", lr=0.1, weight_decay=0.5, lr_schedule="constant", warmup_epochs=0, epochs=1)
     model.compile(optimizer=make_optimizer(config, model, steps_per_epoch=1))
     assert isinstance(model.optimizer, keras.optimizers.AdamW)
     apply_zero_gradients(model, 1)  # no gradient: only the decay moves weights
     for variable in model.trainable_variables:
         expected = 1 - 0.1 * 0.5 if len(variable.shape) > 1 else 1.0
         np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-6, err_msg=variable.path)
-    plain = make_optimizer(TrainConfig(data="d"), model, steps_per_epoch=1)
+    plain = make_optimizer(train_config(data="d"), model, steps_per_epoch=1)
     assert type(plain) is keras.optimizers.Adam and not plain.weight_decay and not plain.use_ema
 
 
 def test_ema_weights_are_validated_and_exported_and_training_keeps_the_raw_ones():
     keras.utils.set_random_seed(0)
     model = tiny_model()
-    config = TrainConfig(data="d", ema=0.5, lr_schedule="constant", warmup_epochs=0, epochs=1)
+    config = train_config(data="d", ema=0.5, lr_schedule="constant", warmup_epochs=0, epochs=1)
     model.compile(optimizer=make_optimizer(config, model, steps_per_epoch=1))
     model.optimizer.build(model.trainable_variables)
     start = [v.numpy().copy() for v in model.trainable_variables]
@@ -203,11 +209,11 @@ def test_flip_tta_averages_an_image_and_its_mirror():
 ])
 def test_recipe_flags_are_checked(bad, message):
     with pytest.raises(FoodpipeError, match=message):
-        TrainConfig(data="d", **bad)
+        train_config(data="d", **bad)
 
 
 def test_recipe_flags_are_logged_as_params():
-    params = TrainConfig(data="d", weight_decay=0.05, label_smoothing=0.1, mixup=0.2, cutmix=1.0, ema=0.99,
+    params = train_config(data="d", weight_decay=0.05, label_smoothing=0.1, mixup=0.2, cutmix=1.0, ema=0.99,
                          auto_augment="trivial").params()
     assert {key: params[key] for key in ("weight_decay", "label_smoothing", "mixup", "cutmix", "ema",
                                          "auto_augment")} == {"weight_decay": 0.05, "label_smoothing": 0.1,

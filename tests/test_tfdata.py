@@ -103,7 +103,7 @@ def test_eval_is_deterministic_and_train_is_not(dataset):
 
 def test_train_view_at_full_area_without_augmentation_is_the_eval_view(dataset):
     """One framing: a train view that is not randomized shows exactly what eval and serving show."""
-    plain = dataclasses.replace(SMALL, cycle_length=1, crop_area=(1.0, 1.0), crop_aspect=(1.0, 1.0)) \
+    plain = dataclasses.replace(SMALL, cycle_length=1, crop_area_min=1.0, crop_aspect_max=1.0) \
         .without_augmentation()
     train, train_labels = collect(pipeline.train_dataset(dataset, "val", plain))
     evaluated, eval_labels = collect(pipeline.eval_dataset(dataset, "val", plain))
@@ -114,7 +114,7 @@ def test_train_view_at_full_area_without_augmentation_is_the_eval_view(dataset):
 @pytest.mark.parametrize("framing", ["squash", "crop"])
 @pytest.mark.parametrize("shape", [(100, 200), (300, 150), (64, 64)])
 def test_random_window_is_a_random_version_of_the_eval_window(framing, shape):
-    config = InputConfig(framing=framing, crop_area=(0.5, 1.0), crop_aspect=(3 / 4, 4 / 3))
+    config = InputConfig(framing=framing, crop_area_min=0.5, crop_aspect_max=4 / 3)
     eval_h, eval_w = pipeline.eval_window(tf.constant(shape), framing, config.eval_crop_fraction).numpy()[2:]
     tf.random.set_seed(1)
     windows = np.array([pipeline.random_window(tf.constant(shape), config).numpy() for _ in range(200)])
@@ -125,7 +125,7 @@ def test_random_window_is_a_random_version_of_the_eval_window(framing, shape):
     stretch = (w / h) / (eval_w / eval_h)
     assert stretch.min() > 3 / 4 * 0.95 and stretch.max() < 4 / 3 * 1.05
     assert len(set(map(tuple, windows))) > 100  # random: position, size and shape vary
-    fixed = dataclasses.replace(config, crop_area=(1.0, 1.0), crop_aspect=(1.0, 1.0))
+    fixed = dataclasses.replace(config, crop_area_min=1.0, crop_aspect_max=1.0)
     same_size = pipeline.random_window(tf.constant(shape), fixed).numpy()[2:]
     assert same_size.tolist() == [eval_h, eval_w]
 
@@ -232,7 +232,7 @@ def test_repeated_train_batches_are_all_full(dataset):
 def test_the_endless_train_stream_has_one_order_and_a_resumed_one_continues_it(dataset):
     """The trainer's stream depends on the seed alone, so a resumed run that skips what was consumed
     sees what the first run would have seen next (the view is fixed here so images can be compared)."""
-    fixed = dataclasses.replace(SMALL, crop_area=(1.0, 1.0), crop_aspect=(1.0, 1.0)).without_augmentation()
+    fixed = dataclasses.replace(SMALL, crop_area_min=1.0, crop_aspect_max=1.0).without_augmentation()
 
     def batches(config, skip=0, count=10):
         stream = pipeline.train_dataset(dataset, "train", config, repeat=True, skip=skip).take(count)

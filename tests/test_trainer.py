@@ -18,6 +18,7 @@ import tensorflow as tf
 import models
 from beam_pipelines import preprocess
 from foodpipe import datasets
+from foodpipe.config import from_flat
 from foodpipe.errors import FoodpipeError
 from tests.conftest import REPO, foodpipe, free_port, start_mlflow_server, stop_process
 from tests.faults import TcpProxy
@@ -27,6 +28,11 @@ from trainer import serving, strategy
 from trainer.config import TrainConfig
 
 TINY = ["--image-size", "32", "--num-blocks", "2", "--filters", "4", "--dense-units", "8", "--batch-size", "8"]
+
+
+def train_config(**values) -> TrainConfig:
+    """A TrainConfig from flat settings, as a command line or a config file gives them."""
+    return from_flat(TrainConfig, values)
 
 
 @pytest.fixture(scope="module")
@@ -302,30 +308,6 @@ def test_mixed_precision_and_xla_switches_and_step_progress(dataset, tmp_path):
     assert run.data.params["mixed_precision"] == "True" and run.data.params["jit_compile"] == "True"
 
 
-def test_recipe_switches_train_log_their_params_and_flip_tta_is_logged_apart(dataset, tmp_path):
-    """Every regularisation switch at once through ``foodpipe train``, then ``evaluate --tta flip``."""
-    tracking = f"sqlite:///{tmp_path}/mlflow.db"
-    recipe = {"weight_decay": "0.05", "label_smoothing": "0.1", "mixup": "0.2", "cutmix": "1.0", "ema": "0.9",
-              "auto_augment": "trivial"}
-    flags = [part for key, value in recipe.items() for part in (f"--{key.replace('_', '-')}", value)]
-    result = last_json(train(dataset, "--epochs", "2", *flags, "--mlflow-uri", tracking).stdout)
-    client = client_for(tracking)
-    run = client.get_run(result["run_id"])
-    assert {key: run.data.params[key] for key in recipe} == recipe
-    assert len(run.data.metrics) and all(np.isfinite(list(run.data.metrics.values())))
-    flipped = foodpipe("evaluate", "--model", result["model_uri"], "--data", dataset, "--split", "val", "--tta", "flip",
-                       "--mlflow-uri", tracking)
-    assert flipped.returncode == 0, flipped.stderr[-3000:]
-    scores = last_json(flipped.stdout)
-    assert scores["tta"] == "flip"
-    metrics = client.get_run(result["run_id"]).data.metrics
-    assert metrics["val_tta_flip_accuracy"] == pytest.approx(scores["accuracy"]) and "val_count" not in metrics
-    bad = foodpipe("evaluate", "--model", result["model_uri"], "--data", dataset, "--tta", "five-crop",
-                   "--mlflow-uri", tracking)
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == \
-        "foodpipe: error: unknown tta 'five-crop': choose one of none, flip", bad.stderr[-2000:]
-
-
 @pytest.mark.slow
 def test_multi_worker_training_one_run_same_weights(dataset, mlflow_server, tmp_path):
     ports = [free_port(), free_port()]
@@ -463,6 +445,7 @@ def test_checkpoint_restores_the_best_epoch_and_the_plateau_counters(tmp_path):
     assert os.listdir(tmp_path / "ckpt") == [] and not os.path.exists(checkpoint._scratch)
 
 
+
 @pytest.mark.slow
 def test_tracking_server_outage_mid_run_does_not_stop_training(dataset, tmp_path):
     """The server goes away at epoch 2's metrics; the trainer's next call (epoch 3's metrics) is
@@ -540,29 +523,52 @@ def test_a_corrupt_train_shard_stops_training_with_its_name(dataset, tmp_path):
     assert last.startswith("foodpipe: error: corrupt TFRecord shard(s)") and victim in last, result.stderr[-2000:]
 
 
-def test_a_runs_config_yaml_reruns_it_and_flags_override_a_config_file(dataset, tmp_path):
+def test_recipe_switches_from_a_config_file_log_their_params_config_yaml_reruns_and_flip_tta_is_apart(dataset, tmp_path):
+    """Every regularisation switch at once, through ``foodpipe train --config`` with a flag that wins
+    over the file; the run's logged ``config.yaml`` reruns it; then ``evaluate --tta flip``."""
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    recipe = {"weight_decay": "0.05", "label_smoothing": "0.1", "mixup": "0.2", "cutmix": "1.0", "ema": "0.9",
+              "auto_augment": "trivial"}
     settings = tmp_path / "settings.yaml"
     tiny = dict(zip((flag[2:].replace("-", "_") for flag in TINY[::2]), TINY[1::2]))
-    settings.write_text("".join(f"{key}: {value}\n" for key, value in tiny.items()) +
-                        f"data: {dataset}\nepochs: 1\nflip: false\nlabel_smoothing: 0.1\nrun_name: from-file\n")
+    settings.write_text("".join(f"{key}: {value}\n" for key, value in {**tiny, **recipe}.items()) +
+                        f"data: {dataset}\nepochs: 1\nflip: false\nrun_name: from-file\n")
     first = foodpipe("train", "--config", str(settings), "--epochs", "2", "--mlflow-uri", tracking)
     assert first.returncode == 0, first.stderr[-3000:]
+    result = last_json(first.stdout)
     client = client_for(tracking)
-    run = client.get_run(last_json(first.stdout)["run_id"])
+    run = client.get_run(result["run_id"])
     params = run.data.params
-    assert (params["epochs"], params["flip"], params["label_smoothing"], params["image_size"]) == ("2", "False", "0.1", "32")
+    assert {key: params[key] for key in recipe} == recipe
+    assert (params["epochs"], params["flip"], params["image_size"]) == ("2", "False", "32")
     assert run.info.run_name == "from-file"
+    assert len(run.data.metrics) and all(np.isfinite(list(run.data.metrics.values())))
     logged = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
     again = foodpipe("train", "--config", logged, "--mlflow-uri", tracking)
     assert again.returncode == 0, again.stderr[-3000:]
     rerun = client.get_run(last_json(again.stdout)["run_id"])
     assert rerun.data.params == params and rerun.info.run_name == "from-file"
+
+    flipped = foodpipe("evaluate", "--model", result["model_uri"], "--data", dataset, "--split", "val", "--tta", "flip",
+                       "--mlflow-uri", tracking)
+    assert flipped.returncode == 0, flipped.stderr[-3000:]
+    scores = last_json(flipped.stdout)
+    assert scores["tta"] == "flip"
+    metrics = client.get_run(result["run_id"]).data.metrics
+    assert metrics["val_tta_flip_accuracy"] == pytest.approx(scores["accuracy"]) and "val_count" not in metrics
+    bad = foodpipe("evaluate", "--model", result["model_uri"], "--data", dataset, "--tta", "five-crop",
+                   "--mlflow-uri", tracking)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == \
+        "foodpipe: error: unknown tta 'five-crop': choose one of none, flip", bad.stderr[-2000:]
+
+
+def test_a_bad_config_file_is_one_line_naming_it(dataset, tmp_path):
+    settings = tmp_path / "settings.yaml"
     for text, message in [("- a list\n", f"config file {settings} must map setting names to values, e.g. 'image_size: 64'"),
                           (f"data: {dataset}\nimage_sizee: 32\n", f"config file {settings}: image_sizee is not a setting of train"),
                           ("data: [1, 2]\n", f"config file {settings}: data must be a single value, got [1, 2]")]:
         settings.write_text(text)
-        bad = foodpipe("train", "--config", str(settings), "--mlflow-uri", tracking)
+        bad = foodpipe("train", "--config", str(settings), "--mlflow-uri", f"sqlite:///{tmp_path}/m.db")
         assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == f"foodpipe: error: {message}", \
             bad.stderr[-2000:]
     missing = foodpipe("train", "--config", str(tmp_path / "none.yaml"))
@@ -571,22 +577,22 @@ def test_a_runs_config_yaml_reruns_it_and_flags_override_a_config_file(dataset, 
 
 def test_config_validation_and_params():
     with pytest.raises(FoodpipeError, match="unknown optimizer 'rmsprop'"):
-        TrainConfig(data="d", optimizer="rmsprop")
+        train_config(data="d", optimizer="rmsprop")
     with pytest.raises(FoodpipeError, match="lr_factor"):
-        TrainConfig(data="d", lr_factor=1.5)
+        train_config(data="d", lr_factor=1.5)
     for bad, message in [({"lr_schedule": "step"}, "unknown lr_schedule 'step'"), ({"keep": "all"}, "unknown keep"),
                          ({"framing": "zoom"}, "unknown framing 'zoom'"), ({"crop_area_min": 0}, "crop_area"),
                          ({"crop_aspect_max": 0.5}, "crop_aspect_max"), ({"warmup_epochs": -1}, "warmup_epochs"),
                          ({"augment_probability": 2}, "augment_probability")]:
         with pytest.raises(FoodpipeError, match=message):
-            TrainConfig(data="d", **bad)
-    assert TrainConfig(data="d", epochs=1, warmup_epochs=3).warmup == 0
-    inputs = TrainConfig(data="d", rotate_degrees=0, crop_area_min=0.3, crop_aspect_max=2, framing="crop",
+            train_config(data="d", **bad)
+    assert train_config(data="d", epochs=1, warmup_epochs=3).warmup == 0
+    inputs = train_config(data="d", rotate_degrees=0, crop_area_min=0.3, crop_aspect_max=2, framing="crop",
                          eval_crop_fraction=0.9).input_config()
     assert (inputs.rotate_degrees, inputs.crop_area, inputs.crop_aspect, inputs.framing, inputs.eval_crop_fraction) \
         == (0, (0.3, 1.0), (0.5, 2), "crop", 0.9)
-    assert not TrainConfig(data="d", augment=False).input_config().any_augmentation
-    params = TrainConfig(data="d", model="nasnet", mlflow_uri="http://user:secret@host").params()
+    assert not train_config(data="d", augment=False).input_config().any_augmentation
+    params = train_config(data="d", model="nasnet", mlflow_uri="http://user:secret@host").params()
     assert params["weights"] == "imagenet" and "num_blocks" not in params and "mlflow_uri" not in params
 
 

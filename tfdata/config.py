@@ -2,6 +2,8 @@
 
 import dataclasses
 
+from foodpipe import config as settings
+from foodpipe.config import setting
 from foodpipe.errors import FoodpipeError
 
 # How the model sees an image (eval, serving and predict; training sees random versions of it):
@@ -15,38 +17,53 @@ POLICIES = ("none", "trivial", "rand")
 
 @dataclasses.dataclass(frozen=True)
 class InputConfig:
-    image_size: int = 224
-    batch_size: int = 64  # global; each replica gets batch_size / replicas
-    shuffle_buffer: int = 2048  # records; bounds the pipeline's memory, not the dataset size
-    seed: int = 0
-    framing: str = "squash"
-    eval_crop_fraction: float = 0.875  # framing "crop" only
-    # The train view: a random window of ``crop_area`` times the eval window's area, its aspect
-    # ratio changed by a factor in ``crop_aspect``, anywhere in the image (see pipeline.random_window).
-    crop_area: tuple[float, float] = (0.5, 1.0)
-    crop_aspect: tuple[float, float] = (3 / 4, 4 / 3)
+    image_size: int = setting(224, "side of the model's square input, in pixels")
+    batch_size: int = setting(64, "global batch size, split across replicas")
+    shuffle_buffer: int = setting(2048, "records shuffled at once (bounds the pipeline's memory, not the data set)")
+    seed: int = setting(0, "seed of the data order and the augmentation (train: also of the weights)")
+    framing: str = setting("squash", "how the model sees an image: squash (whole image to a square), pad (whole "
+                           "image, aspect kept, black borders) or crop (centred square, see --eval-crop-fraction)",
+                           choices=FRAMINGS)
+    eval_crop_fraction: float = setting(0.875, "framing crop: side of the centred square as a share of the shorter "
+                                               "side")
+    # The train view: a random window of [crop_area_min, 1] times the eval window's area, its aspect
+    # ratio changed by a factor in [1/crop_aspect_max, crop_aspect_max], anywhere in the image.
+    crop_area_min: float = setting(0.5, "train view: the smallest random window, as a share of the eval window's "
+                                        "area")
+    crop_aspect_max: float = setting(4 / 3, "train view: the window's aspect ratio is changed by a factor in "
+                                            "[1/X, X]")
     # Augmentations (train only), each a switch.
-    flip: bool = True
-    rotate_degrees: float = 10.0  # 0 turns rotation off
-    brightness_contrast: float = 0.1  # 0 turns it off
-    noise_std: float = 0.0  # Gaussian noise, pixel units; 0 turns it off
-    blur: bool = False
-    augment_probability: float = 0.5  # each augmentation is applied to about this share of images
-    auto_augment: str = "none"  # an automatic policy on every image: none, trivial or rand (tfdata.policy)
+    flip: bool = setting(True, "random left-right mirroring (--no-flip for data whose meaning changes when "
+                               "mirrored)")
+    rotate_degrees: float = setting(10.0, "random rotation up to this many degrees; 0 turns it off")
+    brightness_contrast: float = setting(0.1, "random brightness and contrast change up to this fraction; 0 turns "
+                                              "it off")
+    noise_std: float = setting(0.0, "Gaussian noise with this standard deviation in pixel units; 0 turns it off")
+    blur: bool = setting(False, "random Gaussian blur (3-5 px kernel)")
+    augment_probability: float = setting(0.5, "each augmentation but flip is applied to this share of images")
+    auto_augment: str = setting("none", "an automatic augmentation policy on every train image: trivial "
+                                "(TrivialAugment: one random operation at a random strength) or rand (RandAugment: "
+                                "two at strength 9/30)", choices=POLICIES)
     # Reading.
-    cycle_length: int = 8  # shards read at once
-    read_buffer_mb: float = 8.0  # per-shard read buffer (large buffers matter on S3)
-    skip_corrupt: bool = False  # skip (and count) records after a corrupt spot instead of failing
+    cycle_length: int = setting(8, "shards read at once")
+    read_buffer_mb: float = setting(8.0, "per-shard read buffer, in MB (large buffers matter on S3)")
+    skip_corrupt: bool = setting(False, "skip unreadable TFRecord records instead of stopping with the shard's name")
+
+    @property
+    def crop_area(self) -> tuple[float, float]:
+        return self.crop_area_min, 1.0
+
+    @property
+    def crop_aspect(self) -> tuple[float, float]:
+        return 1 / self.crop_aspect_max, self.crop_aspect_max
 
     def __post_init__(self):
+        settings.check_choices(self)
         checks = [
             (16 <= self.image_size <= 2048, f"image_size must be between 16 and 2048, got {self.image_size}"),
             (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
-            (self.framing in FRAMINGS, f"unknown framing {self.framing!r}: choose one of {', '.join(FRAMINGS)}"),
-            (0 < self.crop_area[0] <= self.crop_area[1] <= 1,
-             f"crop_area must be 0 < low <= high <= 1, got {self.crop_area}"),
-            (0 < self.crop_aspect[0] <= 1 <= self.crop_aspect[1],
-             f"crop_aspect must be 0 < low <= 1 <= high, got {self.crop_aspect}"),
+            (0 < self.crop_area_min <= 1, f"crop_area_min must be in (0, 1], got {self.crop_area_min}"),
+            (self.crop_aspect_max >= 1, f"crop_aspect_max must be at least 1, got {self.crop_aspect_max}"),
             (0 < self.eval_crop_fraction <= 1, f"eval_crop_fraction must be in (0, 1], got {self.eval_crop_fraction}"),
             (0 <= self.augment_probability <= 1,
              f"augment_probability must be in [0, 1], got {self.augment_probability}"),
@@ -54,8 +71,6 @@ class InputConfig:
             (0 <= self.brightness_contrast < 1,
              f"brightness_contrast must be in [0, 1), got {self.brightness_contrast}"),
             (self.noise_std >= 0, f"noise_std must not be negative, got {self.noise_std}"),
-            (self.auto_augment in POLICIES,
-             f"unknown auto_augment {self.auto_augment!r}: choose one of {', '.join(POLICIES)}"),
         ]
         for ok, message in checks:
             if not ok:

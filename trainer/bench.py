@@ -47,10 +47,10 @@ def run(config: TrainConfig, steps: int = 20, warmup: int = 5) -> dict:
         lambda context: batches(context).take(CACHED_BATCHES).cache().repeat())
     with strategy.scope():
         model = build_model(config, info.num_classes, info.pixel_stats, steps_per_epoch=steps + warmup)
-    loop = DistributedLoop(model, strategy, config.batch_size, config.jit_compile)
+    loop = DistributedLoop(model, strategy, config.input.batch_size, config.jit_compile)
     try:
-        cached_rate = images_per_second(loop, cached, steps, warmup, config.batch_size)
-        real_rate = images_per_second(loop, real, steps, warmup, config.batch_size)
+        cached_rate = images_per_second(loop, cached, steps, warmup, config.input.batch_size)
+        real_rate = images_per_second(loop, real, steps, warmup, config.input.batch_size)
     except tf.errors.DataLossError:
         raise pipeline.explain_data_loss(info, schema.TRAIN) from None
     gpus = tf.config.list_physical_devices("GPU")
@@ -60,7 +60,7 @@ def run(config: TrainConfig, steps: int = 20, warmup: int = 5) -> dict:
         "input_bound_ratio": real_rate / cached_rate,
         "device": f"{len(gpus)} GPU(s)" if gpus else f"CPU ({os.cpu_count()} cores)",
         "replicas": strategy.num_replicas_in_sync,
-        "model": config.model, "image_size": config.image_size, "batch_size": config.batch_size, "steps": steps,
+        "model": config.model, "image_size": config.input.image_size, "batch_size": config.input.batch_size, "steps": steps,
         "mixed_precision": config.mixed_precision, "jit_compile": config.jit_compile,
     }
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}

@@ -15,6 +15,7 @@ from foodpipe.errors import FoodpipeError
 from tfdata import pipeline
 from tfdata.config import InputConfig
 from trainer import metrics, report, serving, tracking
+from trainer.config import TTA
 from trainer.loading import MLFLOW_SCHEMES, load_model, run_of
 
 GALLERY_SIZE = 24
@@ -39,9 +40,6 @@ class Mistakes:
             (images[wrong], labels[wrong], probabilities[wrong], ids[wrong])))
         keep = np.argsort(-candidates[2].max(axis=1), kind="stable")[:self.size]
         self.images, self.labels, self.probabilities, self.ids = (array[keep] for array in candidates)
-
-
-TTA = ("none", "flip")
 
 
 def classify(classifier, images, tta: str = "none") -> np.ndarray:
@@ -110,7 +108,7 @@ def class_difference(data: list[str], model: list[str]) -> str:
 
 
 def evaluate(model_uri: str, data_uri: str, split: str = schema.TEST, batch_size: int = InputConfig.batch_size,
-             tracking_uri: str | None = None, output_dir: str | None = None, tta: str = "none") -> dict:
+             tracking_uri: str | None = None, output_dir: str | None = None, tta: str = TTA[0]) -> dict:
     """Accuracy, loss, macro/weighted precision/recall/F1, top-k accuracy and ECE of ``split``, in one
     pass; the error analysis (``write_error_analysis``) is logged to the model's run under
     ``evaluation/SPLIT/`` and, with ``output_dir``, written to ``output_dir/evaluation/SPLIT/``.

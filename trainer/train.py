@@ -129,7 +129,7 @@ def make_optimizer(config: TrainConfig, model: keras.Model, steps_per_epoch: int
 
 def build_model(config: TrainConfig, num_classes: int, pixel_stats: tuple, steps_per_epoch: int) -> keras.Model:
     try:
-        model = models.build(config.model, num_classes, config.image_size, pixel_stats=pixel_stats,
+        model = models.build(config.model, num_classes, config.input.image_size, pixel_stats=pixel_stats,
                              **config.model_hyperparameters())
     except ValueError as exc:
         raise FoodpipeError(f"model {config.model!r}: {exc}") from None
@@ -177,13 +177,13 @@ def distributed_datasets(strategy, config: TrainConfig, inputs: InputConfig, inf
     the same number of steps, so there it repeats and ``validation_steps`` bounds it.
     """
     def train(context):
-        consumed = steps_done * config.batch_size // context.num_input_pipelines
+        consumed = steps_done * config.input.batch_size // context.num_input_pipelines
         return pipeline.train_dataset(info, schema.TRAIN, inputs, context, repeat=True, skip=consumed)
 
     def val(context):
         if multi_worker:
             return pipeline.eval_dataset(info, schema.VAL, inputs, context, repeat=True)
-        return pipeline.eval_dataset(info, schema.VAL, inputs, context, pad_to_multiple=config.batch_size)
+        return pipeline.eval_dataset(info, schema.VAL, inputs, context, pad_to_multiple=config.input.batch_size)
 
     return strategy.distribute_datasets_from_function(train), strategy.distribute_datasets_from_function(val)
 
@@ -206,7 +206,7 @@ def log_outputs(writer, model: keras.Model, config: TrainConfig, info: DatasetIn
     metadata_path = os.path.join(scratch, schema.METADATA_FILE)
     storage.write_json(metadata_path, info.metadata)
     writer.log_artifact(metadata_path, "dataset")
-    serving_model = serving.build(model, config.framing, config.eval_crop_fraction, classes)
+    serving_model = serving.build(model, config.input.framing, config.input.eval_crop_fraction, classes)
     return writer.log_model(serving_model, first_record_bytes(info, schema.VAL))
 
 
@@ -279,13 +279,13 @@ def fit(config: TrainConfig, strategy, model: keras.Model, info: DatasetInfo, in
         progress: bool = True) -> dict:
     """Train from ``initial_epoch``; returns the last epoch's logs (with val's confusion matrix,
     evaluated here if no epoch was left to run)."""
-    steps_per_epoch = global_batches(info, schema.TRAIN, config.batch_size)
+    steps_per_epoch = global_batches(info, schema.TRAIN, config.input.batch_size)
     multi_worker = strategies.cluster_size() > 1
-    validation_steps = global_batches(info, schema.VAL, config.batch_size) if multi_worker else None
+    validation_steps = global_batches(info, schema.VAL, config.input.batch_size) if multi_worker else None
     train_data, val_data = distributed_datasets(strategy, config, config.input_config(), info, multi_worker,
                                                 steps_done=initial_epoch * steps_per_epoch)
     mixing = Mixing(info.num_classes, config.label_smoothing, config.mixup, config.cutmix, config.seed)
-    loop = DistributedLoop(model, strategy, config.batch_size, config.jit_compile, mixing)
+    loop = DistributedLoop(model, strategy, config.input.batch_size, config.jit_compile, mixing)
     logs = loop.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                     validation_data=val_data, validation_steps=validation_steps, callbacks=callbacks,
                     progress=progress)
@@ -303,7 +303,7 @@ def train_and_evaluate(config: TrainConfig, writer=None, progress: bool = True) 
     writer = writer or make_writer(config, chief)
     with strategy.scope():
         model = build_model(config, info.num_classes, info.pixel_stats,
-                            global_batches(info, schema.TRAIN, config.batch_size))
+                            global_batches(info, schema.TRAIN, config.input.batch_size))
 
     best = KeepBest()
     plateau = keras.callbacks.ReduceLROnPlateau(

@@ -214,8 +214,11 @@ def bench_input(data: str, image_size: int, batch_size: int, images: int, seed_i
 
 def bench_train(data: str, model: str, image_size: int, batch_size: int, steps: int, mixed_precision: bool,
                 jit_compile: bool) -> dict:
-    from trainer import bench, config
+    from foodpipe.config import from_flat
+    from trainer import bench
+    from trainer.config import TrainConfig
 
-    train_config = config.TrainConfig(data=data, model=model, image_size=image_size, batch_size=batch_size,
-                                      weights=None, mixed_precision=mixed_precision, jit_compile=jit_compile)
+    train_config = from_flat(TrainConfig, dict(data=data, model=model, image_size=image_size, batch_size=batch_size,
+                                               weights="none", mixed_precision=mixed_precision,
+                                               jit_compile=jit_compile))
     return bench.run(train_config, steps=steps)

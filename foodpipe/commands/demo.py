@@ -14,6 +14,8 @@ import subprocess
 import sys
 
 from foodpipe import classes, datasets, s3, schema, storage
+from foodpipe.commands.configs import DemoConfig
+from foodpipe.config import from_flat
 from foodpipe.tools import explore, synth, upload
 from foodpipe.errors import FoodpipeError
 
@@ -82,11 +84,11 @@ def make_dataset(raw_dir: str, per_class: int, settings: s3.S3Settings, tracking
     return dataset_uri, metadata
 
 
-def run(args) -> dict:
+def run(demo: DemoConfig, quiet: bool = False) -> dict:
     from trainer import evaluate, predict, registry, train, tracking
     from trainer.config import TrainConfig
 
-    workdir = os.path.abspath(args.workdir)
+    workdir = os.path.abspath(demo.workdir)
     raw_dir, local_copy = os.path.join(workdir, "raw"), os.path.join(workdir, "food10")
     store = os.path.join(workdir, "mlruns")
     for made in (raw_dir, local_copy):
@@ -95,13 +97,14 @@ def run(args) -> dict:
     with s3_endpoint() as endpoint:
         settings = s3.S3Settings(endpoint_url=endpoint)
         settings.apply_to_environment()
-        dataset_uri, metadata = make_dataset(raw_dir, args.per_class, settings, tracking_uri)
+        dataset_uri, metadata = make_dataset(raw_dir, demo.per_class, settings, tracking_uri)
 
-        step(f"training the from-scratch model for {args.epochs} epoch(s) at {args.image_size} px "
+        step(f"training the from-scratch model for {demo.epochs} epoch(s) at {demo.image_size} px "
              f"from {dataset_uri}")
-        config = TrainConfig(data=dataset_uri, model="resnet", image_size=args.image_size, epochs=args.epochs,
-                             batch_size=32, num_blocks=3, mlflow_uri=tracking_uri, experiment=EXPERIMENT)
-        trained = train.train_and_evaluate(config, progress=not args.quiet)
+        config = from_flat(TrainConfig, dict(
+            data=dataset_uri, model="resnet", image_size=demo.image_size, epochs=demo.epochs, batch_size=32,
+            num_blocks=3, mlflow_uri=tracking_uri, experiment=EXPERIMENT))
+        trained = train.train_and_evaluate(config, progress=not quiet)
         step(f"evaluating {trained['model_uri']} on the test split")
         scores = evaluate.evaluate(trained["model_uri"], dataset_uri, schema.TEST, tracking_uri=tracking_uri)
         step(f"test accuracy {scores['accuracy']:.3f} on {scores['count']} images")

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from foodpipe import classes as class_lists
+from foodpipe.config import setting
 from foodpipe.errors import FoodpipeError
 
 LONG_SIDE = 512
@@ -28,11 +29,11 @@ CORRUPT_KINDS = ("empty", "truncated", "text")
 
 @dataclasses.dataclass(frozen=True)
 class SynthConfig:
-    out: str
-    classes: int
-    per_class: int
-    seed: int = 0
-    corrupt: int = 0
+    out: str = setting(help="folder to write (Food-101 layout: images/CLASS/ID.jpg, meta/)", positional=True)
+    classes: int = setting(help="number of classes (1-101)")
+    per_class: int = setting(help="images per class")
+    seed: int = setting(0, "seed of the drawing")
+    corrupt: int = setting(0, "also write this many broken files")
 
     def __post_init__(self):
         if not 1 <= self.classes <= 101:
