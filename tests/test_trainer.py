@@ -444,6 +444,15 @@ def test_checkpoint_restores_the_best_epoch_and_the_plateau_counters(tmp_path):
     checkpoint.clear()
     assert os.listdir(tmp_path / "ckpt") == [] and not os.path.exists(checkpoint._scratch)
 
+    # --keep last: the best epoch is still tracked (its logs), but no weights are copied or checkpointed.
+    model, _, plateau, _ = run_state()
+    best = KeepBest(keep_weights=False)
+    checkpoint = ResumableCheckpoint(str(tmp_path / "last"), best, plateau)
+    for callback in (best, checkpoint):
+        callback.set_model(model)
+        callback.on_epoch_end(0, {"loss": 1.0, "val_accuracy": 0.5})
+    assert (best.epoch, best.weights) == (1, None)
+    assert sorted(os.listdir(tmp_path / "last")) == ["epoch-00001.weights.h5", "state.json"]
 
 
 @pytest.mark.slow

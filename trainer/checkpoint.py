@@ -93,7 +93,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         storage.write(uri.join(self.directory, name), weights)
         previous = self.read_state() or {}
         best_name = previous.get("best_weights")
-        if self.best.epoch == epochs_done:  # this epoch is the best so far
+        if self.best.keep_weights and self.best.epoch == epochs_done:  # this epoch is the best so far
             best_name = f"best-{name}"
             storage.write(uri.join(self.directory, best_name), weights)
         state = {"epoch": epochs_done, "weights": name, "best_epoch": self.best.epoch, "best_weights": best_name,

@@ -48,13 +48,14 @@ class EpochLogger(keras.callbacks.Callback):
 
 class KeepBest(keras.callbacks.Callback):
     """Remembers the epoch with the highest ``val_accuracy`` (the earlier on a tie): its number, its
-    logs and the weights validation scored (the moving average's with EMA), so that the exported
-    model is that epoch's."""
+    logs and, with ``keep_weights`` (``--keep best``), the weights validation scored (the moving
+    average's with EMA), so that the exported model is that epoch's. ``--keep last`` copies none."""
 
     monitor = "val_accuracy"
 
-    def __init__(self):
+    def __init__(self, keep_weights: bool = True):
         super().__init__()
+        self.keep_weights = keep_weights
         self.epoch, self.logs, self.weights = 0, {}, None
 
     @property
@@ -64,7 +65,8 @@ class KeepBest(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (logs or {}).get(self.monitor, -math.inf) > self.score:
             self.epoch, self.logs = epoch + 1, dict(logs)
-            self.weights = evaluated_weights(self.model)
+            if self.keep_weights:
+                self.weights = evaluated_weights(self.model)
 
     def restore_best(self) -> None:
         if self.weights is not None:
@@ -305,7 +307,7 @@ def train_and_evaluate(config: TrainConfig, writer=None, progress: bool = True) 
         model = build_model(config, info.num_classes, info.pixel_stats,
                             global_batches(info, schema.TRAIN, config.input.batch_size))
 
-    best = KeepBest()
+    best = KeepBest(keep_weights=config.keep == "best")
     plateau = keras.callbacks.ReduceLROnPlateau(
         monitor="loss", factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr, verbose=1) \
         if config.lr_schedule == "plateau" else None
