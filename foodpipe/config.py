@@ -25,14 +25,21 @@ MISSING = dataclasses.MISSING
 
 
 def setting(default=MISSING, help: str = "", *, choices: tuple | None = None, parse=None,
-            metavar: str | None = None, aliases: tuple = (), positional: bool = False, nargs: str | None = None):
+            metavar: str | None = None, aliases: tuple = (), positional: bool = False, nargs: str | None = None,
+            repeat: bool = False):
     """A dataclass field that is also a flag. No ``default``: the flag is required. ``choices``:
     shown in the usage, checked by the config itself (so the error is the config's one line).
-    ``parse``: turns the flag's text into the value (``"0.75,0.2,0.05"`` -> a tuple)."""
+    ``parse``: turns the flag's text into the value (``"0.75,0.2,0.05"`` -> a tuple). ``repeat``:
+    the flag may be given several times, the value is the list (a list in a config file)."""
     metadata = {"help": help, "choices": choices, "parse": parse, "metavar": metavar, "aliases": aliases,
-                "positional": positional, "nargs": nargs}
+                "positional": positional, "nargs": nargs, "repeat": repeat}
     return dataclasses.field(metadata=metadata) if default is MISSING else \
         dataclasses.field(default=default, metadata=metadata)
+
+
+def repeated(config_class) -> frozenset:
+    """The settings of ``config_class`` whose flag may be given several times."""
+    return frozenset(field.name for field in settings(config_class) if field.metadata.get("repeat"))
 
 
 def check_choices(config) -> None:
@@ -101,7 +108,9 @@ def add_flags(parser: argparse.ArgumentParser, config_class) -> None:
         if meta.get("nargs"):
             options["nargs"] = meta["nargs"]
         kind = value_type(field)
-        if kind is bool:
+        if meta.get("repeat"):
+            options["action"] = "append"
+        elif kind is bool:
             options["action"] = argparse.BooleanOptionalAction
         elif kind in (int, float):
             options["type"] = kind
@@ -163,7 +172,8 @@ def to_yaml(config, leave_out: tuple = ()) -> str:
     for name, value in flatten(config).items():
         if name in leave_out or (value is None and name not in parsed):
             continue
-        values[name] = "none" if value is None else ",".join(map(str, value)) if isinstance(value, tuple) else value
+        values[name] = "none" if value is None else ",".join(map(str, value)) if isinstance(value, tuple) \
+            else list(value) if isinstance(value, list) else value
     return yaml.safe_dump(values, sort_keys=False)
 
 
@@ -177,9 +187,10 @@ def add_config_flag(parser: argparse.ArgumentParser) -> None:
                              "s3://); flags given here win; train: a run's own config.yaml reruns it")
 
 
-def config_file_flags(location: str, spell=flag) -> dict[str, str]:
+def config_file_flags(location: str, spell=flag, repeatable: frozenset = frozenset()) -> dict[str, str]:
     """``{flag: setting}`` of a YAML config file: ``image_size: 64`` -> ``--image-size=64``,
-    ``flip: false`` -> ``--no-flip``; a null leaves the default. ``spell``: a setting's flag."""
+    ``flip: false`` -> ``--no-flip``, a list of a ``repeatable`` setting -> the flag once per
+    item; a null leaves the default. ``spell``: a setting's flag."""
     import yaml
 
     from foodpipe import storage
@@ -203,12 +214,15 @@ def config_file_flags(location: str, spell=flag) -> dict[str, str]:
             flags[name if value else "--no-" + name[2:]] = str(key)
         elif isinstance(value, (str, int, float)):
             flags[f"{name}={value}"] = str(key)
+        elif key in repeatable and isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+            flags.update({f"{name}={item}": str(key) for item in value})
         else:
             raise FoodpipeError(f"config file {location}: {key} must be a single value, got {value!r}")
     return flags
 
 
-def expand_config_file(argv: list[str], spell=flag) -> tuple[list[str], str | None, dict[str, str]]:
+def expand_config_file(argv: list[str], spell=flag, repeatable: frozenset = frozenset()) \
+        -> tuple[list[str], str | None, dict[str, str]]:
     """``(argv, FILE, {flag: setting} of FILE)``: ``argv`` (a command and its flags) with ``--config
     FILE`` replaced by the file's settings, put before the first flag so that flags given on the
     command line, which come later, win."""
@@ -225,7 +239,7 @@ def expand_config_file(argv: list[str], spell=flag) -> tuple[list[str], str | No
             rest.append(arg)
     if len(locations) > 1:
         raise FoodpipeError(f"{CONFIG_FLAG} given {len(locations)} times: name one file")
-    from_file = config_file_flags(locations[0], spell) if locations else {}
+    from_file = config_file_flags(locations[0], spell, repeatable) if locations else {}
     at = next((index for index, arg in enumerate(rest) if arg.startswith("-")), len(rest))
     return rest[:at] + list(from_file) + rest[at:], (locations or [None])[0], from_file
 

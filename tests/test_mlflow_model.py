@@ -52,10 +52,30 @@ def logged(trainer_dataset, tmp_path_factory):
     store = tracking.local_store_uri(str(tmp_path_factory.mktemp("store")))
     writer = tracking.MlflowWriter(store, "served")
     writer.start({"model": "resnet"}, {})
-    model_uri = writer.log_model(serving_model, jpegs[0])
+    model_uri = writer.log_model(serving_model, jpegs[0], {"model": "resnet"}, {"val_accuracy": 0.5},
+                                 datasets.load(trainer_dataset), step=1)
     writer.log_metrics({"val_accuracy": 0.5}, step=1)
     assert writer.finish() == []
     return store, model_uri, serving_model, jpegs
+
+
+def test_the_runs_model_is_an_mlflow_logged_model_with_its_metrics_on_its_dataset(logged, trainer_dataset):
+    """MLflow 3 knows the model (the UI's Logged models): found by ``search_logged_models``, READY,
+    of the run, its params and its metric on the dataset's digest; ``runs:/RUN/model`` names it."""
+    import mlflow
+
+    store, model_uri, _, _ = logged
+    client = mlflow.MlflowClient(store)
+    run_id = model_uri.split("/")[1]
+    found = client.search_logged_models([client.get_run(run_id).info.experiment_id])
+    assert [(model.name, model.source_run_id, model.status.name) for model in found] == [("model", run_id, "READY")]
+    model = found[0]
+    assert model.params == {"model": "resnet"}
+    digest = datasets.load(trainer_dataset).sha256[:32]
+    assert [(metric.key, metric.value, metric.dataset_digest) for metric in model.metrics] == \
+        [("val_accuracy", 0.5, digest)]
+    assert tracking.logged_model_id(client, model_uri, run_id) == model.model_id
+    assert [item.path for item in client.list_artifacts(run_id, "model")]  # runs:/RUN/model resolves to it
 
 
 def expected_rows(serving_model, images: list[bytes]) -> list[dict]:
@@ -84,7 +104,11 @@ def png_of(jpeg: bytes) -> bytes:
 def test_pyfunc_loads_and_predicts_in_a_process_that_cannot_import_foodpipe(logged):
     store, model_uri, serving_model, jpegs = logged
     images = jpegs[:3] + [png_of(jpegs[0])]
-    result = subprocess.run([sys.executable, "-c", PYFUNC_SCRIPT, model_uri], input=" ".join(i.hex() for i in images),
+    import mlflow
+
+    model_id = tracking.logged_model_id(mlflow.MlflowClient(store), model_uri, model_uri.split("/")[1])
+    result = subprocess.run([sys.executable, "-c", PYFUNC_SCRIPT, f"models:/{model_id}"],
+                            input=" ".join(i.hex() for i in images),
                             capture_output=True, text=True, timeout=300, cwd="/",
                             env={**os.environ, "MLFLOW_TRACKING_URI": store})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -127,6 +151,11 @@ def test_select_register_sets_the_alias_that_names_the_model_everywhere(logged, 
     assert selected.returncode == 0, selected.stderr[-2000:]
     registered = last_json(selected.stdout)["registered"]
     assert registered["alias_uri"] == "models:/food-served@production" and registered["version"] == 1
+    import mlflow
+
+    client = mlflow.MlflowClient(store)
+    model_id = tracking.logged_model_id(client, model_uri, model_uri.split("/")[1])
+    assert client.get_model_version("food-served", "1").source == f"models:/{model_id}"  # the logged model
     image = tmp_path / "photo.jpg"
     image.write_bytes(jpegs[1])
     predicted = foodpipe("predict", "--model", "models:/food-served@production", str(image), env=env)

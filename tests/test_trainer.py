@@ -65,8 +65,11 @@ def trained(dataset, mlflow_server, tmp_path_factory):
 
 
 def client_for(uri):
+    """A client of ``uri``, also made MLflow's current tracking URI: ``runs:/RUN/model`` resolves to
+    the run's logged model through the current URI, not the client's."""
     import mlflow
 
+    mlflow.set_tracking_uri(uri)
     return mlflow.MlflowClient(uri)
 
 
@@ -107,6 +110,20 @@ def test_train_logs_params_metrics_artifacts_and_model_to_the_server(trained, da
             "model/data/saved_model/saved_model.pb", "model/data/model.keras", "model/code/foodpipe_pyfunc.py",
             "model/code/foodpipe_images.py"} <= artifacts
     assert result["model_uri"] == f"runs:/{result['run_id']}/model"
+    # Lineage: the dataset as the run's MLflow dataset input (the UI's Datasets column), by its digest.
+    digest = params["dataset_metadata_sha256"]
+    (used,) = run.inputs.dataset_inputs
+    assert (used.dataset.name, used.dataset.digest, json.loads(used.dataset.source)) == \
+        (os.path.basename(dataset), digest[:32], {"uri": dataset})
+    profile = json.loads(used.dataset.profile)
+    assert profile["metadata_sha256"] == digest and profile["classes"] == datasets.load_metadata(dataset)["classes"]
+    assert profile["splits"]["train"] == datasets.load_metadata(dataset)["splits"]["train"]["count"]
+    assert [(tag.key, tag.value) for tag in used.tags] == [("mlflow.data.context", "training")]
+    # The model as an MLflow logged model of the run, its val metrics on that dataset.
+    (model,) = client.search_logged_models([run.info.experiment_id], filter_string="name = 'model'")
+    assert model.source_run_id == result["run_id"] and model.params["num_blocks"] == "2"
+    assert {metric.key: metric.dataset_digest for metric in model.metrics} == \
+        {"val_loss": digest[:32], "val_accuracy": digest[:32]}
 
 
 @pytest.mark.slow
@@ -145,6 +162,15 @@ def test_evaluate_select_register_and_predict_end_to_end(trained, dataset, mlflo
     scores = last_json(evaluated.stdout)
     assert scores["count"] == metadata["splits"]["test"]["count"]
     assert client.get_run(result["run_id"]).data.metrics["test_accuracy"] == pytest.approx(scores["accuracy"])
+    inputs = sorted((used.dataset.name, used.dataset.digest, [tag.value for tag in used.tags])
+                    for used in client.get_run(result["run_id"]).inputs.dataset_inputs)
+    name, digest = os.path.basename(dataset), run.data.params["dataset_metadata_sha256"][:32]
+    assert inputs == [(name, digest, ["training"]), (f"{name}/test", digest, ["evaluation"]),
+                      (f"{name}/val", digest, ["evaluation"])]  # evaluate logs the dataset and split it read
+    (model,) = client.search_logged_models([client.get_run(result["run_id"]).info.experiment_id],
+                                           filter_string="name = 'model'")
+    linked = {metric.key for metric in client.get_logged_model(model.model_id).metrics}
+    assert {"val_macro_f1", "test_accuracy"} <= linked  # evaluate's scores are the model's too
 
     # A worse finished run and a better unfinished one: select must pick the trained run.
     experiment = client.get_experiment_by_name("smoke").experiment_id

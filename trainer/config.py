@@ -118,3 +118,27 @@ def to_yaml(config: TrainConfig) -> str:
     """The run's settings as ``foodpipe train --config`` reads them: one key per flag, every value
     resolved (the tracking URI left out: it may hold credentials, and a rerun names its own)."""
     return settings.to_yaml(config, leave_out=("mlflow_uri",))
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneConfig:
+    """``foodpipe tune``: a search space over ``train``'s settings, and every other train setting."""
+
+    search: list = setting(help="NAME=SPACE: a train setting and its range, log:LOW:HIGH (log-uniform), LOW:HIGH "
+                                "(uniform; whole numbers for an integer setting) or A,B,... (choices); repeat the "
+                                "flag for each setting searched", repeat=True, metavar="NAME=SPACE")
+    trials: int = setting(8, "trials of the study in all (those of earlier and parallel tune processes count)")
+    study: str | None = setting(None, "Optuna study name (default: the experiment's)")
+    storage: str = setting("sqlite:///foodpipe-tune.db", "Optuna storage, an RDB URL: a killed sweep resumes "
+                                                         "from it, and tune processes pointed at it share its trials")
+    prune: bool = setting(True, "stop a trial whose val accuracy falls below the median of earlier trials at the "
+                                "same epoch")
+    train: TrainConfig = nested(TrainConfig)
+
+    def __post_init__(self):
+        if self.trials < 1:
+            raise FoodpipeError(f"trials must be at least 1, got {self.trials}")
+
+    @property
+    def study_name(self) -> str:
+        return self.study or self.train.experiment

@@ -107,6 +107,20 @@ def class_difference(data: list[str], model: list[str]) -> str:
     return "; ".join(part for part in parts if part)
 
 
+def log_scores(client, run_id: str, model_uri: str, info, split: str, name: str, result: dict) -> None:
+    """The scores as ``NAME_*`` metrics of the model's run, linked to the dataset they were computed
+    on (the split logged as a dataset input of the run, context ``evaluation``) and to the logged model."""
+    from mlflow.entities import Metric
+
+    evaluated = tracking.dataset_input(info, "evaluation", split)
+    client.log_inputs(run_id, datasets=[evaluated])
+    dataset, model_id = evaluated.dataset, tracking.logged_model_id(client, model_uri, run_id)
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(f"{name}_{key}", float(value), now, 0, model_id=model_id,
+                                             dataset_name=dataset.name, dataset_digest=dataset.digest, run_id=run_id)
+                                      for key, value in result.items() if key not in ("top_k", "tta")])
+
+
 def evaluate(model_uri: str, data_uri: str, split: str = schema.TEST, batch_size: int = InputConfig.batch_size,
              tracking_uri: str | None = None, output_dir: str | None = None, tta: str = TTA[0]) -> dict:
     """Accuracy, loss, macro/weighted precision/recall/F1, top-k accuracy and ECE of ``split``, in one
@@ -143,11 +157,7 @@ def evaluate(model_uri: str, data_uri: str, split: str = schema.TEST, batch_size
     try:
         files = write_error_analysis(local, info.classes, split, labels, probabilities, ids, mistakes)
         if run_id:
-            from mlflow.entities import Metric
-
-            now = int(time.time() * 1000)
-            client.log_batch(run_id, metrics=[Metric(f"{name}_{key}", float(value), now, 0)
-                                              for key, value in result.items() if key not in ("top_k", "tta")])
+            log_scores(client, run_id, model_uri, info, split, name, result)
             for path in files:
                 client.log_artifact(run_id, path, folder)
             result["run_id"] = run_id

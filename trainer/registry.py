@@ -32,7 +32,8 @@ def select(experiment: str, tracking_uri: str | None = None, register: str | Non
         import mlflow
 
         alias = alias or DEFAULT_ALIAS
-        version = mlflow.register_model(result["model_uri"], register)
+        model_id = tracking.logged_model_id(client, result["model_uri"], result["run_id"])
+        version = mlflow.register_model(f"models:/{model_id}" if model_id else result["model_uri"], register)
         client.set_registered_model_alias(register, alias, version.version)
         result["registered"] = {"name": register, "version": int(version.version), "alias": alias,
                                 "model_uri": f"models:/{register}/{version.version}",

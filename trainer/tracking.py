@@ -26,6 +26,7 @@ MLFLOW_CLIENT_DEFAULTS = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 MODEL_ARTIFACT = "model"
+PARENT_RUN_TAG = "mlflow.parentRunId"  # makes a run the child of another in MLflow's UI (tune's trials)
 DEFAULT_LOCAL_STORE = "./mlruns"  # the contract's default when neither flag nor MLFLOW_TRACKING_URI is set
 
 
@@ -104,6 +105,42 @@ def experiment_id(client, name: str, create: bool = True) -> str:
         raise refusal(exc, client.tracking_uri, f"to create the experiment {name!r}") or exc
 
 
+DATASET_CONTEXT_TAG = "mlflow.data.context"  # the tag MLflow's UI shows beside a run's dataset
+TRAINING_CONTEXT = "training"  # MLflow's own word for a dataset a run trained on
+
+
+def dataset_input(info, context: str, split: str | None = None):
+    """The dataset ``info`` (or one ``split`` of it) as an MLflow dataset input of a run (the UI's
+    Datasets column): named by its folder (``food10``, ``food10/test``), its digest the
+    ``metadata.json`` file's (the first 32 hex digits; MLflow keeps 36 characters), its source the
+    URI, its profile the full digest, the split counts and the classes. MLflow keeps one input per
+    name and digest in a run, so a split evaluated is a dataset of its own name."""
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    name = info.uri.rstrip("/").rsplit("/", 1)[-1] + (f"/{split}" if split else "")
+    profile = {"metadata_sha256": info.sha256, "splits": {each: info.count(each) for each in info.splits},
+               "num_classes": info.num_classes, "classes": info.classes, **({"split": split} if split else {})}
+    dataset = Dataset(name=name, digest=info.sha256[:32], source_type="s3" if info.uri.startswith("s3://") else "local",
+                      source=json.dumps({"uri": info.uri}), profile=json.dumps(profile))
+    return DatasetInput(dataset, tags=[InputTag(DATASET_CONTEXT_TAG, context)])
+
+
+def logged_model_id(client, model_uri: str, run_id: str | None) -> str | None:
+    """The MLflow logged model a model URI names: ``models:/MODEL_ID``, a registry version's model,
+    or the logged model ``model`` of the run; None for a model logged before foodpipe made logged
+    models (its files are the run's artifacts)."""
+    name = model_uri[len("models:/"):] if model_uri.startswith("models:/") else ""
+    if name.startswith("m-") and "/" not in name and "@" not in name:
+        return name
+    if run_id is None:
+        return None
+    experiment = client.get_run(run_id).info.experiment_id
+    found = client.search_logged_models([experiment], filter_string=f"name = '{MODEL_ARTIFACT}'")
+    return next((model.model_id for model in found if model.source_run_id == run_id), None)
+
+
 class Scratch:
     """What both writers share: a local folder for files on their way to MLflow (plots, the saved
     model), made on first use and removed by ``finish``, so a file whose upload is being retried
@@ -136,7 +173,10 @@ class NullWriter(Scratch):
     def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
         pass
 
-    def log_model(self, model, example_jpeg: bytes) -> None:
+    def log_dataset(self, info, context: str) -> None:
+        pass
+
+    def log_model(self, model, example_jpeg: bytes, params: dict, metrics: dict, info, step: int) -> None:
         return None
 
     def finish(self, status: str = "FINISHED") -> list[str]:
@@ -145,11 +185,14 @@ class NullWriter(Scratch):
 
 
 class MlflowWriter(Scratch):
-    def __init__(self, tracking_uri: str, experiment: str, run_name: str | None = None):
+    def __init__(self, tracking_uri: str, experiment: str, run_name: str | None = None, tags: dict | None = None):
+        """``tags``: set on the run besides the trainer's (e.g. ``PARENT_RUN_TAG``)."""
         self.client = connect(tracking_uri)
         self.tracking_uri = self.client.tracking_uri
         self.experiment_id = experiment_id(self.client, experiment)
         self.run_name = run_name
+        self.tags = dict(tags or {})
+        self.model_id = None  # of the run's logged model, once made
         self.run_id = None
         self._pending: list[tuple[str, callable]] = []
         self._warned = False
@@ -173,7 +216,7 @@ class MlflowWriter(Scratch):
         run = self.client.create_run(self.experiment_id, run_name=self.run_name)
         self.run_id = run.info.run_id
         self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()],
-                              tags=[RunTag(k, str(v)) for k, v in tags.items()])
+                              tags=[RunTag(k, str(v)) for k, v in {**tags, **self.tags}.items()])
         return self.run_id
 
     def _attempt(self, what: str, action) -> None:
@@ -211,13 +254,37 @@ class MlflowWriter(Scratch):
         else:
             self._attempt(f"artifact {name}", lambda: self.client.log_artifact(self.run_id, local_path, artifact_path))
 
-    def log_model(self, model, example_jpeg: bytes) -> str:
-        """The serving model as the run's ``model`` (see ``packaging.save_model``)."""
+    def log_dataset(self, info, context: str) -> None:
+        """The dataset the run read, as an MLflow dataset input (see ``dataset_input``)."""
+        inputs = [dataset_input(info, context)]
+        self._attempt("the dataset input", lambda: self.client.log_inputs(self.run_id, datasets=inputs))
+
+    def log_model(self, model, example_jpeg: bytes, params: dict, metrics: dict, info, step: int) -> str:
+        """The serving model (see ``packaging.save_model``) as an MLflow logged model named
+        ``model``, of this run (so ``runs:/RUN/model`` names it too, and ``models:/MODEL_ID``), with
+        the run's ``params`` and the kept epoch's ``metrics`` on the dataset ``info``, logged at
+        ``step`` (where the run's history already holds them)."""
         from trainer import packaging
 
         path = packaging.save_model(model, example_jpeg, self.scratch_dir())
-        self._attempt("the model", lambda: self.client.log_artifacts(self.run_id, path, MODEL_ARTIFACT))
+        self._attempt("the model", lambda: self._log_model(path, params, metrics, info, step))
         return f"runs:/{self.run_id}/{MODEL_ARTIFACT}"
+
+    def _log_model(self, path: str, params: dict, metrics: dict, info, step: int) -> None:
+        """Made once (a retry after an outage continues the same model), uploaded, then READY."""
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
+
+        if self.model_id is None:
+            self.model_id = self.client.create_logged_model(
+                self.experiment_id, name=MODEL_ARTIFACT, source_run_id=self.run_id, model_type="keras",
+                params={key: str(value) for key, value in params.items()}).model_id
+        self.client.log_model_artifacts(self.model_id, path)
+        self.client.finalize_logged_model(self.model_id, LoggedModelStatus.READY)
+        self.client.log_outputs(self.run_id, [LoggedModelOutput(self.model_id, step=step)])
+        dataset, now = dataset_input(info, TRAINING_CONTEXT).dataset, int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[
+            Metric(key, value, now, step, model_id=self.model_id, dataset_name=dataset.name,
+                   dataset_digest=dataset.digest, run_id=self.run_id) for key, value in metrics.items()])
 
     def finish(self, status: str = "FINISHED") -> list[str]:
         """End the run; returns what could not be logged (and says so in a warning)."""

@@ -197,9 +197,11 @@ def make_writer(config: TrainConfig, chief: bool):
 
 
 def log_outputs(writer, model: keras.Model, config: TrainConfig, info: DatasetInfo, history: dict,
-                val_confusion: np.ndarray) -> str | None:
+                kept_logs: dict) -> str | None:
     """Pictures (training curves, the kept epoch's val confusion matrix), the dataset's metadata and
-    the serving model (``packaging.save_model``)."""
+    the serving model (``packaging.save_model``) as the run's logged model, with the kept epoch's
+    val metrics."""
+    val_confusion = kept_logs[f"val_{CONFUSION}"]
     scratch = writer.scratch_dir()
     classes = info.classes
     writer.log_artifact(report.plot_training_curves(history, os.path.join(scratch, "training_curves.png")), "plots")
@@ -209,14 +211,18 @@ def log_outputs(writer, model: keras.Model, config: TrainConfig, info: DatasetIn
     storage.write_json(metadata_path, info.metadata)
     writer.log_artifact(metadata_path, "dataset")
     serving_model = serving.build(model, config.input.framing, config.input.eval_crop_fraction, classes)
-    return writer.log_model(serving_model, first_record_bytes(info, schema.VAL))
+    metrics = {key: float(kept_logs[key]) for key in LOGGED_METRICS if key.startswith("val_") and key in kept_logs}
+    step = config.epochs + 1 if config.keep == "best" else config.epochs  # where keep_epoch logged them
+    return writer.log_model(serving_model, first_record_bytes(info, schema.VAL), config.params(), metrics, info, step)
 
 
-def log_config(writer, config: TrainConfig) -> None:
-    """The run's resolved settings as ``config.yaml``: ``foodpipe train --config config.yaml`` reruns it."""
+def log_inputs(writer, config: TrainConfig, info: DatasetInfo) -> None:
+    """What the run read: its resolved settings as ``config.yaml`` (``foodpipe train --config
+    config.yaml`` reruns it) and the dataset as an MLflow dataset input (the UI's Datasets column)."""
     path = os.path.join(writer.scratch_dir(), CONFIG_FILE)
     storage.write(path, to_yaml(config).encode())
     writer.log_artifact(path)
+    writer.log_dataset(info, tracking.TRAINING_CONTEXT)
 
 
 def keep_epoch(config: TrainConfig, model: keras.Model, best: KeepBest, last_logs: dict, writer) -> tuple[int, dict]:
@@ -297,8 +303,10 @@ def fit(config: TrainConfig, strategy, model: keras.Model, info: DatasetInfo, in
         return loop.evaluate(val_data, validation_steps)
 
 
-def train_and_evaluate(config: TrainConfig, writer=None, progress: bool = True) -> dict:
-    """Train, log and export as ``config`` says; ``progress``: per-step progress (see ``loop.StepProgress``)."""
+def train_and_evaluate(config: TrainConfig, writer=None, progress: bool = True, callbacks: list = ()) -> dict:
+    """Train, log and export as ``config`` says; ``progress``: per-step progress (see ``loop.StepProgress``);
+    ``callbacks``: Keras callbacks run after the trainer's own each epoch (an exception with a
+    ``run_status`` attribute ends the run with that status instead of FAILED)."""
     strategy = start_compute(config)
     chief = strategies.is_chief()
     info = read_dataset(config)
@@ -316,24 +324,25 @@ def train_and_evaluate(config: TrainConfig, writer=None, progress: bool = True) 
     initial_epoch, history, previous_run = resume(checkpoint, model)
     params = {**config.params(), "dataset_metadata_sha256": info.sha256}
     run_id = writer.start(params, run_tags(strategy), run_id=previous_run)
-    log_config(writer, config)
+    if previous_run is None:  # a resumed run logged them when it started
+        log_inputs(writer, config, info)
 
-    callbacks = [EpochLogger(writer, history), best] + ([plateau] if plateau else [])
+    extra, callbacks = list(callbacks), [EpochLogger(writer, history), best] + ([plateau] if plateau else [])
     if plateau and config.warmup:
         callbacks.insert(0, EpochWarmup(config.lr, config.warmup))
     if checkpoint:
         checkpoint.extra = {"run_id": run_id, "history": history}
         callbacks.append(checkpoint)
+    callbacks += extra
     try:
         last_logs = fit(config, strategy, model, info, initial_epoch, callbacks, progress)
         kept_epoch, kept_logs = keep_epoch(config, model, best, last_logs, writer)
-        model_uri = log_outputs(writer, model, config, info, history, kept_logs[f"val_{CONFUSION}"]) \
-            if chief else None
+        model_uri = log_outputs(writer, model, config, info, history, kept_logs) if chief else None
     except tf.errors.DataLossError:
         writer.finish("FAILED")
         raise explain_input_error(info) from None
-    except BaseException:
-        writer.finish("FAILED")
+    except BaseException as exc:
+        writer.finish(getattr(exc, "run_status", "FAILED"))
         raise
     writer.finish("FINISHED")
     if checkpoint:

@@ -17,7 +17,7 @@ import sys
 
 from foodpipe import __version__, config as settings, logs, process
 from foodpipe.commands import configs
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, TuneConfig
 
 DESCRIPTION = """Food-101 classification on TensorFlow's data stack.
 
@@ -99,6 +99,18 @@ def cmd_train(config: TrainConfig, args) -> dict:
 
     _s3_settings(args)
     return train.train_and_evaluate(config, progress=not args.quiet)
+
+
+def cmd_tune(config: TuneConfig, args) -> dict:
+    from trainer import tune
+
+    _s3_settings(args)
+    result = tune.run(config, progress=not args.quiet)
+    best = result["best"]
+    print(f"study {result['study']}: {result['trials']}; best: " +
+          (f"trial {best['trial']}, val_accuracy {best['val_accuracy']:.4f}, run {best['run_id']}, {best['params']}"
+           if best else "none finished"))
+    return result
 
 
 def cmd_evaluate(config: configs.EvaluateConfig, args) -> dict:
@@ -196,8 +208,10 @@ def add_data_commands(commands) -> None:
 
 
 def add_model_commands(commands) -> None:
-    """train, evaluate, select and predict."""
+    """train, tune, evaluate, select and predict."""
     add_command(commands, "train", cmd_train, "train a model and log it to MLflow", TrainConfig, s3=True)
+    add_command(commands, "tune", cmd_tune, "a sweep over train's settings on Optuna: each trial a child MLflow run "
+                                            "of the sweep's run, trials that fall behind pruned", TuneConfig, s3=True)
     p = add_command(commands, "evaluate", cmd_evaluate,
                     "accuracy, loss, per-class scores and calibration of a model on a split", configs.EvaluateConfig,
                     s3=True, mlflow=True)
@@ -214,7 +228,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, object]:
     the others (so flags given win); a setting of the file that the command does not take is named
     with the file."""
     parser = build_parser()
-    argv, location, from_file = settings.expand_config_file(argv)
+    argv, location, from_file = settings.expand_config_file(argv, repeatable=settings.repeated(TuneConfig))
     args, unknown = parser.parse_known_args(argv)
     settings.check_unknown(unknown, location, from_file, " ".join(argv[:2] if argv[0] == "bench" else argv[:1]))
     if unknown:

@@ -1,0 +1,145 @@
+"""``foodpipe tune`` on real images (scikit-image's photographs, patches split by subject): a sweep
+of short trials makes one parent run with its summary and a child run per trial; a sweep killed
+mid-trial resumes to the requested trial count; bad input is one line before any trial."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from urllib.parse import urlparse
+
+import mlflow
+import optuna
+import pytest
+
+from beam_pipelines import preprocess
+from foodpipe.errors import FoodpipeError
+from tests import realdata
+from tests.conftest import REPO, foodpipe
+from tests.faults import TcpProxy
+from trainer import tune
+
+SHORT = ["--image-size", "32", "--num-blocks", "2", "--filters", "8", "--dense-units", "16", "--batch-size", "32",
+         "--epochs", "2", "--no-flip"]
+
+
+@pytest.fixture(scope="module")
+def subjects(tmp_path_factory) -> str:
+    """Photo patches (2 per subject, 320 images), split by subject."""
+    root = tmp_path_factory.mktemp("subjects")
+    raw, data = str(root / "raw"), str(root / "data")
+    realdata.write_photo_subjects(raw, per_subject=2)
+    preprocess.run(["--input", raw, "--output", data, "--split", "0.6,0.2,0.2", "--quiet",
+                    "--group-pattern", realdata.SUBJECT_PATTERNS["photo-subjects"]])
+    return data
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_a_sweep_makes_a_parent_run_with_its_summary_and_a_child_run_per_trial(subjects, tmp_path):
+    tracking, storage = f"sqlite:///{tmp_path}/mlflow.db", f"sqlite:///{tmp_path}/study.db"
+    result = foodpipe("tune", "--data", subjects, *SHORT, "--search", "lr=log:3e-4:3e-3", "--search",
+                      "dropout=0.1:0.5", "--search", "framing=squash,pad", "--trials", "3", "--storage", storage,
+                      "--experiment", "sweep", "--mlflow-uri", tracking)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = last_json(result.stdout)
+    finished = summary["trials"].get("COMPLETE", 0) + summary["trials"].get("PRUNED", 0)
+    assert finished == 3 and summary["trials"].get("FAIL", 0) == 0, summary
+    client = mlflow.MlflowClient(tracking)
+    parent = client.get_run(summary["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["search.lr"] == "log:3e-4:3e-3" and parent.data.params["image_size"] == "32"
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 3
+    best = summary["best"]
+    assert parent.data.tags["best_run_id"] == best["run_id"] in {run.info.run_id for run in children}
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(best["val_accuracy"])
+    for run in children:
+        params = run.data.params
+        assert 3e-4 <= float(params["lr"]) <= 3e-3 and 0.1 <= float(params["dropout"]) <= 0.5
+        assert params["framing"] in ("squash", "pad") and params["epochs"] == "2"
+    assert best["val_accuracy"] == max(run.data.metrics["val_accuracy"] for run in children
+                                       if run.info.status == "FINISHED")
+    files = {item.path for item in client.list_artifacts(parent.info.run_id, "summary")}
+    assert files == {"summary/trials.csv", "summary/history.png", "summary/best.json"}
+    table = client.download_artifacts(parent.info.run_id, "summary/trials.csv", str(tmp_path))
+    assert len(open(table).read().strip().splitlines()) == 4  # a header and a row per trial
+    study = optuna.load_study(study_name="sweep", storage=storage)
+    assert {trial.user_attrs["run_id"] for trial in study.trials} == {run.info.run_id for run in children}
+    selected = foodpipe("select", "--experiment", "sweep", "--mlflow-uri", tracking)
+    assert selected.returncode == 0 and last_json(selected.stdout)["run_id"] == best["run_id"], selected.stderr
+
+
+@pytest.mark.parametrize("search,message", [
+    ("lr", "--search 'lr': write NAME=SPACE, e.g."),
+    ("learning_rate=0.1:1", "--search 'learning_rate=0.1:1': learning_rate is not a setting train can search"),
+    ("lr=fast:slow", "--search 'lr=fast:slow': 'fast:slow' is not log:LOW:HIGH, LOW:HIGH or A,B,... of float values"),
+    ("lr=log:0:1", "--search 'lr=log:0:1': LOW must be below HIGH (and above 0 for log)"),
+    ("lr=0.1:0.1", "--search 'lr=0.1:0.1': LOW must be below HIGH"),
+    ("flip=true,maybe", "--search 'flip=true,maybe': 'true,maybe' is not log:LOW:HIGH, LOW:HIGH or A,B,... of bool"),
+    ("data=a,b", "--search 'data=a,b': data is not a setting train can search"),
+])
+def test_a_bad_search_is_one_line(search, message):
+    with pytest.raises(FoodpipeError) as raised:
+        tune.parse_dimension(search)
+    assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+
+
+def test_search_spaces_take_the_settings_types():
+    assert tune.parse_dimension("lr=log:1e-4:3e-3") == tune.Dimension("lr", 1e-4, 3e-3, log=True)
+    assert tune.parse_dimension("num-blocks=2:4") == tune.Dimension("num_blocks", 2, 4, integer=True)
+    assert tune.parse_dimension("dropout=0.2:0.6") == tune.Dimension("dropout", 0.2, 0.6)
+    assert tune.parse_dimension("framing=squash,pad").choices == ("squash", "pad")
+    assert tune.parse_dimension("flip=true,false").choices == (True, False)
+    assert tune.parse_dimension("batch_size=16,32").choices == (16, 32)
+
+
+def test_bad_input_stops_tune_before_any_study_or_run(subjects, tmp_path):
+    storage, tracking = tmp_path / "study.db", tmp_path / "mlflow.db"
+    result = foodpipe("tune", "--data", subjects, "--search", "lr=fast", "--storage", f"sqlite:///{storage}",
+                      "--mlflow-uri", f"sqlite:///{tracking}")
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(
+        "foodpipe: error: --search 'lr=fast'"), result.stderr[-2000:]
+    assert not storage.exists() and not tracking.exists()
+    result = foodpipe("tune", "--data", subjects, "--search", "lr=log:1e-4:1e-3", "--storage",
+                      f"sqlite:///{tmp_path}/no/such/folder/study.db", "--mlflow-uri", f"sqlite:///{tracking}")
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and last.startswith("foodpipe: error: study storage sqlite:///") \
+        and "cannot be opened" in last, result.stderr[-2000:]
+    assert not tracking.exists()
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_mid_trial_resumes_to_the_requested_trial_count(subjects, tmp_path, mlflow_server):
+    """SIGKILL at a cut point: the second trial's run creation is held by the tracking server's
+    proxy (the first trial is finished, the second started in the study), then the same command
+    again finishes the sweep."""
+    storage = f"sqlite:///{tmp_path}/study.db"
+    args = ["tune", "--data", subjects, *SHORT, "--epochs", "1", "--search", "lr=log:3e-4:3e-3", "--trials", "3",
+            "--storage", storage, "--experiment", "killed-sweep", "--no-prune"]
+    proxy = TcpProxy(urlparse(mlflow_server).port)
+    proxy.hold_on(rb"POST /api/2.0/mlflow/runs/create", nth=3).start()  # the parent, trial 0, trial 1
+    proc = subprocess.Popen([sys.executable, "-m", "foodpipe", *args, "--mlflow-uri", proxy.url],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            start_new_session=True)
+    threading.Thread(target=proc.stderr.read, daemon=True).start()
+    try:
+        assert proxy.cut.wait(timeout=600), "the sweep never started its second trial"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        proxy.stop()
+    study = optuna.load_study(study_name="killed-sweep", storage=storage)
+    assert [trial.state.name for trial in study.trials] == ["COMPLETE", "RUNNING"]
+    first_parent = study.user_attrs[tune.PARENT_RUN_ATTR]
+    again = foodpipe(*args, "--mlflow-uri", mlflow_server)
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = last_json(again.stdout)
+    assert summary["trials"]["COMPLETE"] == 3 and summary["trials"].get("RUNNING", 0) <= 1
+    assert summary["parent_run_id"] == first_parent  # the killed process's parent run, continued
+    assert mlflow.MlflowClient(mlflow_server).get_run(first_parent).info.status == "FINISHED"

@@ -1,0 +1,276 @@
+"""``foodpipe tune``: a sweep over ``train``'s settings on Optuna.
+
+The study lives in an RDB (SQLite by default), so a killed sweep resumes where it stopped and
+several ``tune`` processes pointed at one study share its trials. Each trial is one training run
+(``trainer.train``), a child MLflow run of the sweep's parent run; a trial whose val accuracy falls
+below the median of earlier trials at the same epoch is pruned (Optuna's ``MedianPruner``), its run
+marked KILLED. The parent run holds the study's summary: the search space as params, the best
+trial (tags, metric, ``summary/best.json``), the trials table and a history plot.
+
+A search dimension is ``NAME=SPACE`` with NAME a setting of ``train`` and SPACE one of:
+``log:LOW:HIGH`` (log-uniform), ``LOW:HIGH`` (uniform; integers if both are), ``A,B,...`` (choices).
+"""
+
+import csv
+import dataclasses
+import json
+import logging
+import os
+
+import keras
+
+from foodpipe import config as settings, logs
+from foodpipe.errors import FoodpipeError, first_line
+from trainer import tracking
+from trainer.config import TrainConfig, TuneConfig
+
+log = logging.getLogger(f"foodpipe.{__name__}")
+
+PARENT_RUN_ATTR = "mlflow_parent_run_id"  # the study's user attribute naming its MLflow parent run
+
+
+@dataclasses.dataclass(frozen=True)
+class Dimension:
+    """One searched setting: a range (``log``: log-uniform; ``integer``: whole numbers) or choices."""
+
+    name: str
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+    integer: bool = False
+    choices: tuple = ()
+
+    def suggest(self, trial):
+        if self.choices:
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.integer:
+            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+
+
+NOT_SEARCHED = ("data", "mlflow_uri", "experiment", "run_name", "checkpoint_dir")
+
+
+def parse_dimension(text: str) -> Dimension:
+    """``--search``'s ``NAME=SPACE`` (see the module's docstring); a mistake is one line."""
+    name, _, space = text.partition("=")
+    name = name.strip().replace("-", "_")
+    fields = {field.name: field for field in settings.settings(TrainConfig)}
+    if not space:
+        raise FoodpipeError(f"--search {text!r}: write NAME=SPACE, e.g. lr=log:1e-4:3e-3, dropout=0.2:0.6 or "
+                            "framing=squash,pad")
+    if name not in fields or name in NOT_SEARCHED:
+        raise FoodpipeError(f"--search {text!r}: {name} is not a setting train can search")
+    kind = settings.value_type(fields[name])
+    log_scale = space.startswith("log:")
+    bounds = space.split(":")[1:] if log_scale else space.split(":")
+    try:
+        if "," in space or kind in (str, bool) or len(bounds) == 1:
+            return Dimension(name, choices=tuple(parse_value(kind, part) for part in space.split(",")))
+        low, high = (float(bound) for bound in bounds)
+    except ValueError:
+        raise FoodpipeError(f"--search {text!r}: {space!r} is not log:LOW:HIGH, LOW:HIGH or A,B,... of "
+                            f"{kind.__name__} values") from None
+    if not low < high or (log_scale and low <= 0):
+        raise FoodpipeError(f"--search {text!r}: LOW must be below HIGH (and above 0 for log)")
+    return Dimension(name, low, high, log=log_scale, integer=kind is int)
+
+
+def parse_value(kind, text: str):
+    """A choice's text as the setting's type (``true``/``false`` for switches)."""
+    text = text.strip()
+    if kind is bool:
+        if text.lower() not in ("true", "false"):
+            raise ValueError(text)
+        return text.lower() == "true"
+    return kind(text)
+
+
+class Pruned(Exception):
+    """A trial stopped for falling behind; its run ends KILLED, the study records it PRUNED."""
+
+    run_status = "KILLED"
+
+
+class ReportToTrial(keras.callbacks.Callback):
+    """Each epoch's val accuracy to the Optuna trial; stops the run when the pruner says so."""
+
+    def __init__(self, trial):
+        super().__init__()
+        self.trial = trial
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.trial.report(float(logs["val_accuracy"]), epoch)
+        if self.trial.should_prune():
+            raise Pruned(f"trial {self.trial.number} pruned after epoch {epoch + 1}")
+
+
+def open_study(config: TuneConfig):
+    """The study (made on first use), in its RDB storage; a storage that cannot be opened is one line."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name = config.study_name
+    try:
+        storage = optuna.storages.RDBStorage(config.storage, heartbeat_interval=60, grace_period=180)
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1) if config.prune \
+            else optuna.pruners.NopPruner()
+        return optuna.create_study(study_name=name, storage=storage, direction="maximize", pruner=pruner,
+                                   load_if_exists=True)
+    except Exception as exc:
+        raise FoodpipeError(f"study storage {logs.redact(config.storage)} cannot be opened: "
+                            f"{first_line(exc, 200)}") from None
+
+
+def parent_run(study, client, experiment_id: str, config: TuneConfig) -> str:
+    """The sweep's MLflow run (made by the study's first process, continued by the others)."""
+    from mlflow.entities import Param
+
+    run_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    if run_id:
+        client.update_run(run_id, status="RUNNING")
+        return run_id
+    run = client.create_run(experiment_id, run_name=f"tune-{study.study_name}",
+                            tags={"foodpipe.sweep": "parent", "optuna.study": study.study_name})
+    fixed = config.train.params()
+    client.log_batch(run.info.run_id, params=[Param(f"search.{text.split('=')[0]}", text.split("=", 1)[1])
+                                              for text in config.search] +
+                     [Param(name, str(value)) for name, value in fixed.items()] +
+                     [Param("trials", str(config.trials)), Param("storage", logs.redact(config.storage))])
+    study.set_user_attr(PARENT_RUN_ATTR, run.info.run_id)
+    return run.info.run_id
+
+
+def counts(study) -> dict:
+    """How many trials the study has in each state (``COMPLETE``, ``PRUNED``, ``FAIL``, ``RUNNING``)."""
+    found: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        found[trial.state.name] = found.get(trial.state.name, 0) + 1
+    return found
+
+
+def trial_config(base: TrainConfig, values: dict, name: str) -> TrainConfig:
+    """``base`` with the trial's values (a combination the config refuses fails the trial alone)."""
+    return settings.from_flat(TrainConfig, {**settings.flatten(base), **values, "run_name": name})
+
+
+def make_objective(config: TuneConfig, dimensions: list[Dimension], parent_run_id: str, progress: bool):
+    from trainer import train
+
+    def objective(trial) -> float:
+        name = f"{trial.study.study_name}-trial-{trial.number}"
+        keras.backend.clear_session()  # one model per trial, not all of them in one graph
+        run = trial_config(config.train, {d.name: d.suggest(trial) for d in dimensions}, name)
+        writer = tracking.MlflowWriter(tracking.chosen_uri(run.mlflow_uri), run.experiment, name,
+                                       tags={tracking.PARENT_RUN_TAG: parent_run_id, "optuna.trial": trial.number})
+        log.info("trial %d: %s", trial.number, trial.params)
+        try:
+            result = train.train_and_evaluate(run, writer=writer, progress=progress, callbacks=[ReportToTrial(trial)])
+        except Pruned as exc:
+            import optuna
+
+            log.info("%s", exc)
+            raise optuna.TrialPruned(str(exc)) from None
+        finally:
+            if writer.run_id:
+                trial.set_user_attr("run_id", writer.run_id)
+        return result["val_accuracy"]
+
+    return objective
+
+
+def trials_table(study) -> list[dict]:
+    """One row per trial: number, state, val accuracy (the last reported for a pruned one), run, params."""
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        reported = list(trial.intermediate_values.values())
+        value = trial.value if trial.value is not None else (reported[-1] if reported else None)
+        rows.append({"trial": trial.number, "state": trial.state.name, "val_accuracy": value,
+                     "epochs": len(reported), "run_id": trial.user_attrs.get("run_id", ""), **trial.params})
+    return rows
+
+
+def plot_history(rows: list[dict], path: str) -> None:
+    """Each trial's val accuracy by trial number (pruned ones as crosses) and the best so far."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(6, 4))
+    for state, marker in (("COMPLETE", "o"), ("PRUNED", "x")):
+        shown = [row for row in rows if row["state"] == state and row["val_accuracy"] is not None]
+        axes.scatter([row["trial"] for row in shown], [row["val_accuracy"] for row in shown], marker=marker,
+                     label=state.lower())
+    complete = [row for row in rows if row["state"] == "COMPLETE"]
+    best, line = -1.0, []
+    for row in complete:
+        best = max(best, row["val_accuracy"])
+        line.append(best)
+    axes.step([row["trial"] for row in complete], line, where="post", label="best so far")
+    axes.set(xlabel="trial", ylabel="val accuracy", title="foodpipe tune")
+    axes.legend()
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    pyplot.close(figure)
+
+
+def log_summary(client, parent_run_id: str, study, scratch: str) -> dict:
+    """The study so far on the parent run: the trials table, the history plot, the best trial."""
+    from mlflow.entities import Metric
+
+    rows = trials_table(study)
+    folder = os.path.join(scratch, "summary")
+    os.makedirs(folder, exist_ok=True)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with open(os.path.join(folder, "trials.csv"), "w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_history(rows, os.path.join(folder, "history.png"))
+    best = best_trial(study)
+    if best is not None:
+        with open(os.path.join(folder, "best.json"), "w") as handle:
+            json.dump(best, handle, indent=2)
+        client.set_tag(parent_run_id, "best_run_id", best["run_id"])
+        client.set_tag(parent_run_id, "best_trial", str(best["trial"]))
+        client.log_batch(parent_run_id, metrics=[Metric("best_val_accuracy", best["val_accuracy"], 0, len(rows))])
+    client.log_artifacts(parent_run_id, folder, "summary")
+    return best
+
+
+def best_trial(study) -> dict | None:
+    complete = [trial for trial in study.get_trials(deepcopy=False) if trial.state.name == "COMPLETE"]
+    if not complete:
+        return None
+    best = max(complete, key=lambda trial: (trial.value, -trial.number))
+    return {"trial": best.number, "val_accuracy": best.value, "run_id": best.user_attrs.get("run_id", ""),
+            "params": best.params}
+
+
+def run(config: TuneConfig, progress: bool = True) -> dict:
+    """Run trials until the study has ``config.trials`` finished ones (complete or pruned; failed
+    ones count too, so a sweep whose every trial fails ends). Interrupted: the running trial is
+    marked failed, the parent run KILLED, and a rerun resumes."""
+    import tempfile
+
+    from foodpipe import datasets
+
+    dimensions = [parse_dimension(text) for text in config.search]
+    datasets.load(config.train.data)  # a missing dataset is one line now, not a failure per trial
+    study = open_study(config)
+    writer = tracking.MlflowWriter(tracking.chosen_uri(config.train.mlflow_uri), config.train.experiment)
+    client = writer.client
+    parent = parent_run(study, client, writer.experiment_id, config)
+    objective = make_objective(config, dimensions, parent, progress)
+    with tempfile.TemporaryDirectory(prefix="foodpipe-tune-") as scratch:
+        try:
+            while sum(counts(study).get(state, 0) for state in ("COMPLETE", "PRUNED", "FAIL")) < config.trials:
+                study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True,
+                               callbacks=[lambda study, _: log_summary(client, parent, study, scratch)])
+        except BaseException:
+            client.set_terminated(parent, "KILLED")
+            raise
+        best = log_summary(client, parent, study, scratch)
+    client.set_terminated(parent, "FINISHED")
+    return {"study": study.study_name, "storage": logs.redact(config.storage), "parent_run_id": parent,
+            "trials": counts(study), "best": best}
