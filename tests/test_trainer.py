@@ -319,6 +319,20 @@ def test_mirrored_strategy_any_val_count_one_or_zero_images_for_a_replica(nine_v
 
 
 @pytest.mark.slow
+def test_deterministic_runs_give_the_same_weights_and_metrics(dataset, tmp_path):
+    """Two runs of one ``--deterministic`` command (every augmentation on): the same weights digest,
+    the same metrics, the flag logged as a param."""
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    command = ["--epochs", "2", "--deterministic", "--noise-std", "4", "--blur", "--auto-augment", "trivial",
+               "--mixup", "0.2", "--mlflow-uri", tracking]
+    first, second = (last_json(train(dataset, *command).stdout) for _ in range(2))
+    assert first["weights_sha256"] == second["weights_sha256"]
+    client = client_for(tracking)
+    runs = [client.get_run(result["run_id"]).data for result in (first, second)]
+    assert runs[0].metrics == runs[1].metrics and runs[0].params["deterministic"] == "True"
+
+
+@pytest.mark.slow
 def test_mixed_precision_and_xla_switches_and_step_progress(dataset, tmp_path):
     result = train(dataset, "--epochs", "1", "--mixed-precision", "--jit-compile", "--mlflow-uri", str(tmp_path / "m"),
                    env={**os.environ, "FOODPIPE_PROGRESS_SECONDS": "0"})  # a progress line after every step

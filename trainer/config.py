@@ -57,6 +57,9 @@ class TrainConfig:
     strategy: str = setting("auto", "auto: multi-worker with TF_CONFIG, mirrored with several GPUs, else default",
                             choices=STRATEGIES)
     cpu_replicas: int = setting(1, "split the CPU into N logical devices (to try strategies without GPUs)")
+    deterministic: bool = setting(False, "the same command on the same machine gives the same weights and metrics: "
+                                         "TensorFlow op determinism and an input stream fixed by the seed (slower, "
+                                         "see docs/TRAINING.md)")
     # Bookkeeping.
     checkpoint_dir: str | None = setting(None, "resume from / checkpoint to this folder (local or s3://) every "
                                                "epoch")

@@ -254,6 +254,8 @@ def start_compute(config: TrainConfig) -> tf.distribute.Strategy:
     print(f"strategy: {strategies.describe(strategy)} with {strategy.num_replicas_in_sync} replica(s)"
           f"{'' if strategies.is_chief() else ' (worker, not chief)'}", flush=True)
     keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     return strategy
 
 
