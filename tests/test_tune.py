@@ -114,6 +114,25 @@ def test_bad_input_stops_tune_before_any_study_or_run(subjects, tmp_path):
     assert not tracking.exists()
 
 
+def test_failed_trials_are_recorded_and_the_sweep_goes_on_to_a_clear_end(subjects, tmp_path):
+    """Every trial fails (at 32 px, 6 or 7 blocks leave nothing to pool): each is recorded FAIL with
+    its reason in the parent run's trials table, the sweep runs them all, and ends with one line
+    (exit 3) naming the last reason."""
+    tracking, storage = f"sqlite:///{tmp_path}/mlflow.db", f"sqlite:///{tmp_path}/study.db"
+    result = foodpipe("tune", "--data", subjects, *SHORT, "--search", "num_blocks=6:7", "--trials", "2",
+                      "--storage", storage, "--experiment", "failing", "--mlflow-uri", tracking)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 3 and last.startswith("foodpipe: error: no trial of study failing finished "
+                                                      "({'FAIL': 2}); trial 1: model 'resnet': image_size 32 is too small for"), last
+    study = optuna.load_study(study_name="failing", storage=storage)
+    assert [trial.state.name for trial in study.trials] == ["FAIL", "FAIL"]
+    client = mlflow.MlflowClient(tracking)
+    (parent,) = client.search_runs([client.get_experiment_by_name("failing").experiment_id])  # no trial got a run
+    assert parent.info.status == "FAILED"
+    table = open(client.download_artifacts(parent.info.run_id, "summary/trials.csv", str(tmp_path))).read()
+    assert table.count("FAIL,") == 2 and table.count("image_size 32 is too small for") == 2
+
+
 @pytest.mark.slow
 def test_a_sweep_killed_mid_trial_resumes_to_the_requested_trial_count(subjects, tmp_path, mlflow_server):
     """SIGKILL at a cut point: the second trial's run creation is held by the tracking server's

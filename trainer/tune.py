@@ -20,7 +20,7 @@ import os
 import keras
 
 from foodpipe import config as settings, logs
-from foodpipe.errors import FoodpipeError, first_line
+from foodpipe.errors import FoodpipeError, RunFailed, first_line
 from trainer import tracking
 from trainer.config import TrainConfig, TuneConfig
 
@@ -171,6 +171,10 @@ def make_objective(config: TuneConfig, dimensions: list[Dimension], parent_run_i
 
             log.info("%s", exc)
             raise optuna.TrialPruned(str(exc)) from None
+        except Exception as exc:  # the study records the trial as failed and goes on
+            trial.set_user_attr("error", first_line(exc, 200))
+            log.warning("trial %d failed: %s", trial.number, first_line(exc, 200))
+            raise
         finally:
             if writer.run_id:
                 trial.set_user_attr("run_id", writer.run_id)
@@ -186,7 +190,8 @@ def trials_table(study) -> list[dict]:
         reported = list(trial.intermediate_values.values())
         value = trial.value if trial.value is not None else (reported[-1] if reported else None)
         rows.append({"trial": trial.number, "state": trial.state.name, "val_accuracy": value,
-                     "epochs": len(reported), "run_id": trial.user_attrs.get("run_id", ""), **trial.params})
+                     "epochs": len(reported), "run_id": trial.user_attrs.get("run_id", ""),
+                     "error": trial.user_attrs.get("error", ""), **trial.params})
     return rows
 
 
@@ -271,6 +276,11 @@ def run(config: TuneConfig, progress: bool = True) -> dict:
             client.set_terminated(parent, "KILLED")
             raise
         best = log_summary(client, parent, study, scratch)
+    if best is None:
+        client.set_terminated(parent, "FAILED")
+        failed = [trial for trial in study.get_trials(deepcopy=False) if trial.state.name == "FAIL"]
+        reason = f"; trial {failed[-1].number}: {failed[-1].user_attrs.get('error', '?')}" if failed else ""
+        raise RunFailed(f"no trial of study {study.study_name} finished ({counts(study)}){reason}")
     client.set_terminated(parent, "FINISHED")
     return {"study": study.study_name, "storage": logs.redact(config.storage), "parent_run_id": parent,
             "trials": counts(study), "best": best}
