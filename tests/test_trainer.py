@@ -319,20 +319,6 @@ def test_mirrored_strategy_any_val_count_one_or_zero_images_for_a_replica(nine_v
 
 
 @pytest.mark.slow
-def test_deterministic_runs_give_the_same_weights_and_metrics(dataset, tmp_path):
-    """Two runs of one ``--deterministic`` command (every augmentation on): the same weights digest,
-    the same metrics, the flag logged as a param."""
-    tracking = f"sqlite:///{tmp_path}/mlflow.db"
-    command = ["--epochs", "2", "--deterministic", "--noise-std", "4", "--blur", "--auto-augment", "trivial",
-               "--mixup", "0.2", "--mlflow-uri", tracking]
-    first, second = (last_json(train(dataset, *command).stdout) for _ in range(2))
-    assert first["weights_sha256"] == second["weights_sha256"]
-    client = client_for(tracking)
-    runs = [client.get_run(result["run_id"]).data for result in (first, second)]
-    assert runs[0].metrics == runs[1].metrics and runs[0].params["deterministic"] == "True"
-
-
-@pytest.mark.slow
 def test_mixed_precision_and_xla_switches_and_step_progress(dataset, tmp_path):
     result = train(dataset, "--epochs", "1", "--mixed-precision", "--jit-compile", "--mlflow-uri", str(tmp_path / "m"),
                    env={**os.environ, "FOODPIPE_PROGRESS_SECONDS": "0"})  # a progress line after every step
@@ -574,14 +560,15 @@ def test_a_corrupt_train_shard_stops_training_with_its_name(dataset, tmp_path):
 
 def test_recipe_switches_from_a_config_file_log_their_params_config_yaml_reruns_and_flip_tta_is_apart(dataset, tmp_path):
     """Every regularisation switch at once, through ``foodpipe train --config`` with a flag that wins
-    over the file; the run's logged ``config.yaml`` reruns it; then ``evaluate --tta flip``."""
+    over the file, ``--deterministic``; the run's logged ``config.yaml`` reruns it to the same
+    weights and metrics; then ``evaluate --tta flip``."""
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
     recipe = {"weight_decay": "0.05", "label_smoothing": "0.1", "mixup": "0.2", "cutmix": "1.0", "ema": "0.9",
               "auto_augment": "trivial"}
     settings = tmp_path / "settings.yaml"
     tiny = dict(zip((flag[2:].replace("-", "_") for flag in TINY[::2]), TINY[1::2]))
     settings.write_text("".join(f"{key}: {value}\n" for key, value in {**tiny, **recipe}.items()) +
-                        f"data: {dataset}\nepochs: 1\nflip: false\nrun_name: from-file\n")
+                        f"data: {dataset}\nepochs: 1\nflip: false\nrun_name: from-file\ndeterministic: true\n")
     first = foodpipe("train", "--config", str(settings), "--epochs", "2", "--mlflow-uri", tracking)
     assert first.returncode == 0, first.stderr[-3000:]
     result = last_json(first.stdout)
@@ -596,7 +583,10 @@ def test_recipe_switches_from_a_config_file_log_their_params_config_yaml_reruns_
     again = foodpipe("train", "--config", logged, "--mlflow-uri", tracking)
     assert again.returncode == 0, again.stderr[-3000:]
     rerun = client.get_run(last_json(again.stdout)["run_id"])
-    assert rerun.data.params == params and rerun.info.run_name == "from-file"
+    assert rerun.data.params == params and rerun.info.run_name == "from-file" and params["deterministic"] == "True"
+    # --deterministic: the same command gives the same weights and metrics (every switch above on).
+    assert last_json(again.stdout)["weights_sha256"] == result["weights_sha256"]
+    assert rerun.data.metrics == run.data.metrics
 
     flipped = foodpipe("evaluate", "--model", result["model_uri"], "--data", dataset, "--split", "val", "--tta", "flip",
                        "--mlflow-uri", tracking)

@@ -133,32 +133,53 @@ def test_failed_trials_are_recorded_and_the_sweep_goes_on_to_a_clear_end(subject
     assert table.count("FAIL,") == 2 and table.count("image_size 32 is too small for") == 2
 
 
-@pytest.mark.slow
-def test_a_sweep_killed_mid_trial_resumes_to_the_requested_trial_count(subjects, tmp_path, mlflow_server):
-    """SIGKILL at a cut point: the second trial's run creation is held by the tracking server's
-    proxy (the first trial is finished, the second started in the study), then the same command
-    again finishes the sweep."""
-    storage = f"sqlite:///{tmp_path}/study.db"
-    args = ["tune", "--data", subjects, *SHORT, "--epochs", "1", "--search", "lr=log:3e-4:3e-3", "--trials", "3",
-            "--storage", storage, "--experiment", "killed-sweep", "--no-prune"]
+def start_tune_held(args: list[str], mlflow_server: str, nth: int) -> tuple[subprocess.Popen, TcpProxy]:
+    """``foodpipe tune`` through a proxy of the tracking server that holds its ``nth`` run creation
+    (the cut point: the proxy's ``cut`` event is set then)."""
     proxy = TcpProxy(urlparse(mlflow_server).port)
-    proxy.hold_on(rb"POST /api/2.0/mlflow/runs/create", nth=3).start()  # the parent, trial 0, trial 1
+    proxy.hold_on(rb"POST /api/2.0/mlflow/runs/create", nth=nth).start()
     proc = subprocess.Popen([sys.executable, "-m", "foodpipe", *args, "--mlflow-uri", proxy.url],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
                             start_new_session=True)
     threading.Thread(target=proc.stderr.read, daemon=True).start()
+    assert proxy.cut.wait(timeout=600), "the sweep never reached the cut point"
+    return proc, proxy
+
+
+@pytest.mark.slow
+def test_a_sweep_interrupted_then_killed_resumes_to_the_requested_trial_count(subjects, tmp_path, mlflow_server):
+    """Ctrl-C while the second trial starts (its run creation held by the tracking server's proxy):
+    exit 130, that trial marked failed. The same command again, SIGKILLed at its first trial's start:
+    that trial is left running. Once more: the sweep ends with the requested 3 complete trials,
+    under the first process's parent run."""
+    storage = f"sqlite:///{tmp_path}/study.db"
+    args = ["tune", "--data", subjects, *SHORT, "--epochs", "1", "--search", "lr=log:3e-4:3e-3", "--trials", "3",
+            "--storage", storage, "--experiment", "stopped-sweep", "--no-prune"]
+
+    def states():
+        return [trial.state.name for trial in optuna.load_study(study_name="stopped-sweep", storage=storage).trials]
+
+    proc, proxy = start_tune_held(args, mlflow_server, nth=3)  # the parent, trial 0, trial 1
     try:
-        assert proxy.cut.wait(timeout=600), "the sweep never started its second trial"
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=300) == 130
+    finally:
+        proxy.stop()
+    study = optuna.load_study(study_name="stopped-sweep", storage=storage)
+    assert states() == ["COMPLETE", "FAIL"] and study.trials[1].user_attrs["error"] == "interrupted"
+    first_parent = study.user_attrs[tune.PARENT_RUN_ATTR]
+
+    proc, proxy = start_tune_held(args, mlflow_server, nth=1)  # trial 2 (the parent run is continued)
+    try:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:
         proxy.stop()
-    study = optuna.load_study(study_name="killed-sweep", storage=storage)
-    assert [trial.state.name for trial in study.trials] == ["COMPLETE", "RUNNING"]
-    first_parent = study.user_attrs[tune.PARENT_RUN_ATTR]
+    assert states() == ["COMPLETE", "FAIL", "RUNNING"]
+
     again = foodpipe(*args, "--mlflow-uri", mlflow_server)
     assert again.returncode == 0, again.stderr[-3000:]
     summary = last_json(again.stdout)
-    assert summary["trials"]["COMPLETE"] == 3 and summary["trials"].get("RUNNING", 0) <= 1
-    assert summary["parent_run_id"] == first_parent  # the killed process's parent run, continued
+    assert summary["trials"] == {"COMPLETE": 3, "FAIL": 1, "RUNNING": 1}
+    assert summary["parent_run_id"] == first_parent  # the first process's parent run, continued
     assert mlflow.MlflowClient(mlflow_server).get_run(first_parent).info.status == "FINISHED"

@@ -175,6 +175,9 @@ def make_objective(config: TuneConfig, dimensions: list[Dimension], parent_run_i
             trial.set_user_attr("error", first_line(exc, 200))
             log.warning("trial %d failed: %s", trial.number, first_line(exc, 200))
             raise
+        except KeyboardInterrupt:  # the study records it as failed; the sweep stops
+            trial.set_user_attr("error", "interrupted")
+            raise
         finally:
             if writer.run_id:
                 trial.set_user_attr("run_id", writer.run_id)
@@ -252,10 +255,27 @@ def best_trial(study) -> dict | None:
             "params": best.params}
 
 
+def end_parent(client, run_id: str, status: str) -> None:
+    """The parent run's end status, if the tracking server answers (a sweep stopping on an outage
+    or Ctrl-C must still stop with its own error)."""
+    try:
+        client.set_terminated(run_id, status)
+    except Exception as exc:
+        log.warning("could not mark the sweep's run %s %s: %s", run_id, status, first_line(exc, 200))
+
+
+def to_run(study, trials: int) -> bool:
+    """Whether the study needs another trial: fewer than ``trials`` finished (complete or pruned),
+    and fewer than ``trials`` failed (so a sweep whose every trial fails ends)."""
+    found = counts(study)
+    return found.get("COMPLETE", 0) + found.get("PRUNED", 0) < trials and found.get("FAIL", 0) < trials
+
+
 def run(config: TuneConfig, progress: bool = True) -> dict:
-    """Run trials until the study has ``config.trials`` finished ones (complete or pruned; failed
-    ones count too, so a sweep whose every trial fails ends). Interrupted: the running trial is
-    marked failed, the parent run KILLED, and a rerun resumes."""
+    """Run trials until the study has ``config.trials`` finished ones (see ``to_run``). Interrupted
+    (Ctrl-C): the running trial is marked failed, the parent run KILLED, and a rerun resumes; a
+    trial left running by a killed process is not counted (Optuna marks it failed once its
+    heartbeat is older than the grace period)."""
     import tempfile
 
     from foodpipe import datasets
@@ -269,11 +289,11 @@ def run(config: TuneConfig, progress: bool = True) -> dict:
     objective = make_objective(config, dimensions, parent, progress)
     with tempfile.TemporaryDirectory(prefix="foodpipe-tune-") as scratch:
         try:
-            while sum(counts(study).get(state, 0) for state in ("COMPLETE", "PRUNED", "FAIL")) < config.trials:
+            while to_run(study, config.trials):
                 study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True,
                                callbacks=[lambda study, _: log_summary(client, parent, study, scratch)])
         except BaseException:
-            client.set_terminated(parent, "KILLED")
+            end_parent(client, parent, "KILLED")
             raise
         best = log_summary(client, parent, study, scratch)
     if best is None:
