@@ -71,6 +71,7 @@ def test_a_sweep_makes_a_parent_run_with_its_summary_and_a_child_run_per_trial(s
     assert len(open(table).read().strip().splitlines()) == 4  # a header and a row per trial
     study = optuna.load_study(study_name="sweep", storage=storage)
     assert {trial.user_attrs["run_id"] for trial in study.trials} == {run.info.run_id for run in children}
+    assert study.trials[0].params == {"lr": 1e-3, "dropout": 0.2, "framing": "squash"}  # train's own values first
     selected = foodpipe("select", "--experiment", "sweep", "--mlflow-uri", tracking)
     assert selected.returncode == 0 and last_json(selected.stdout)["run_id"] == best["run_id"], selected.stderr
 

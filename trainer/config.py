@@ -135,7 +135,10 @@ class TuneConfig:
     storage: str = setting("sqlite:///foodpipe-tune.db", "Optuna storage, an RDB URL: a killed sweep resumes "
                                                          "from it, and tune processes pointed at it share its trials")
     prune: bool = setting(True, "stop a trial whose val accuracy falls below the median of earlier trials at the "
-                                "same epoch")
+                                "same epoch (from the second half of its epochs on)")
+    start_from_defaults: bool = setting(True, "a new study's first trial runs train's own values of the searched "
+                                              "settings (where the space holds them), so the sweep starts from the "
+                                              "default recipe")
     train: TrainConfig = nested(TrainConfig)
 
     def __post_init__(self):

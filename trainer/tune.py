@@ -40,6 +40,12 @@ class Dimension:
     integer: bool = False
     choices: tuple = ()
 
+    def holds(self, value) -> bool:
+        """Whether ``value`` lies in this dimension's space."""
+        if self.choices:
+            return value in self.choices
+        return isinstance(value, (int, float)) and self.low <= value <= self.high
+
     def suggest(self, trial):
         if self.choices:
             return trial.suggest_categorical(self.name, list(self.choices))
@@ -113,8 +119,8 @@ def open_study(config: TuneConfig):
     name = config.study_name
     try:
         storage = optuna.storages.RDBStorage(config.storage, heartbeat_interval=60, grace_period=180)
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1) if config.prune \
-            else optuna.pruners.NopPruner()
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=config.train.epochs // 2) \
+            if config.prune else optuna.pruners.NopPruner()
         return optuna.create_study(study_name=name, storage=storage, direction="maximize", pruner=pruner,
                                    load_if_exists=True)
     except Exception as exc:
@@ -147,6 +153,18 @@ def counts(study) -> dict:
     for trial in study.get_trials(deepcopy=False):
         found[trial.state.name] = found.get(trial.state.name, 0) + 1
     return found
+
+
+def enqueue_defaults(study, base: TrainConfig, dimensions: list[Dimension]) -> None:
+    """A new study's first trial: ``base``'s own values of the searched settings (Optuna's
+    ``enqueue_trial``), those the space holds; the others are sampled."""
+    if study.trials:
+        return
+    values = settings.flatten(base)
+    defaults = {d.name: values[d.name] for d in dimensions if d.holds(values[d.name])}
+    if defaults:
+        study.enqueue_trial(defaults, user_attrs={"start": "defaults"})
+        log.info("trial 0 runs train's values of the searched settings: %s", defaults)
 
 
 def trial_config(base: TrainConfig, values: dict, name: str) -> TrainConfig:
@@ -286,6 +304,8 @@ def run(config: TuneConfig, progress: bool = True) -> dict:
     writer = tracking.MlflowWriter(tracking.chosen_uri(config.train.mlflow_uri), config.train.experiment)
     client = writer.client
     parent = parent_run(study, client, writer.experiment_id, config)
+    if config.start_from_defaults:
+        enqueue_defaults(study, config.train, dimensions)
     objective = make_objective(config, dimensions, parent, progress)
     with tempfile.TemporaryDirectory(prefix="foodpipe-tune-") as scratch:
         try:
