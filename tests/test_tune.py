@@ -40,40 +40,47 @@ def last_json(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def test_a_sweep_makes_a_parent_run_with_its_summary_and_a_child_run_per_trial(subjects, tmp_path):
-    tracking, storage = f"sqlite:///{tmp_path}/mlflow.db", f"sqlite:///{tmp_path}/study.db"
-    result = foodpipe("tune", "--data", subjects, *SHORT, "--search", "lr=log:3e-4:3e-3", "--search",
-                      "dropout=0.1:0.5", "--search", "framing=squash,pad", "--trials", "3", "--storage", storage,
-                      "--experiment", "sweep", "--mlflow-uri", tracking)
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = last_json(result.stdout)
-    finished = summary["trials"].get("COMPLETE", 0) + summary["trials"].get("PRUNED", 0)
-    assert finished == 3 and summary["trials"].get("FAIL", 0) == 0, summary
-    client = mlflow.MlflowClient(tracking)
-    parent = client.get_run(summary["parent_run_id"])
+def test_two_tune_processes_share_one_sweep_its_parent_run_summary_and_a_child_run_per_trial(
+        subjects, tmp_path, mlflow_server):
+    """Two ``tune`` processes started at once on one study (parallel workers): one parent run, a
+    child run per trial, the trials shared, the summary on the parent, ``select`` finding the best."""
+    storage = f"sqlite:///{tmp_path}/study.db"
+    command = [sys.executable, "-m", "foodpipe", "tune", "--data", subjects, *SHORT, "--search", "lr=log:3e-4:3e-3",
+               "--search", "dropout=0.1:0.5", "--search", "framing=squash,pad", "--trials", "3", "--storage",
+               storage, "--experiment", "sweep", "--mlflow-uri", mlflow_server]
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+               for _ in range(2)]
+    outputs = [worker.communicate(timeout=900) for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], [err[-3000:] for _, err in outputs]
+    summaries = [last_json(out) for out, _ in outputs]
+    study = optuna.load_study(study_name="sweep", storage=storage)
+    states = [trial.state.name for trial in study.trials]
+    assert 3 <= len(states) <= 4 and set(states) <= {"COMPLETE", "PRUNED"}, states  # each checks before a trial
+    client = mlflow.MlflowClient(mlflow_server)
+    assert summaries[0]["parent_run_id"] == summaries[1]["parent_run_id"]
+    parent = client.get_run(summaries[0]["parent_run_id"])
     assert parent.info.status == "FINISHED"
     assert parent.data.params["search.lr"] == "log:3e-4:3e-3" and parent.data.params["image_size"] == "32"
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert len(children) == 3
-    best = summary["best"]
-    assert parent.data.tags["best_run_id"] == best["run_id"] in {run.info.run_id for run in children}
-    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(best["val_accuracy"])
+    assert {trial.user_attrs["run_id"] for trial in study.trials} == {run.info.run_id for run in children}
+    assert study.trials[0].params == {"lr": 1e-3, "dropout": 0.2, "framing": "squash"}  # train's own values first
+    best = max((trial for trial in study.trials if trial.state.name == "COMPLETE"), key=lambda trial: trial.value)
+    assert parent.data.tags["best_run_id"] == best.user_attrs["run_id"]
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(best.value)
+    assert best.value == max(run.data.metrics["val_accuracy"] for run in children if run.info.status == "FINISHED")
     for run in children:
         params = run.data.params
         assert 3e-4 <= float(params["lr"]) <= 3e-3 and 0.1 <= float(params["dropout"]) <= 0.5
         assert params["framing"] in ("squash", "pad") and params["epochs"] == "2"
-    assert best["val_accuracy"] == max(run.data.metrics["val_accuracy"] for run in children
-                                       if run.info.status == "FINISHED")
     files = {item.path for item in client.list_artifacts(parent.info.run_id, "summary")}
     assert files == {"summary/trials.csv", "summary/history.png", "summary/best.json"}
     table = client.download_artifacts(parent.info.run_id, "summary/trials.csv", str(tmp_path))
-    assert len(open(table).read().strip().splitlines()) == 4  # a header and a row per trial
-    study = optuna.load_study(study_name="sweep", storage=storage)
-    assert {trial.user_attrs["run_id"] for trial in study.trials} == {run.info.run_id for run in children}
-    assert study.trials[0].params == {"lr": 1e-3, "dropout": 0.2, "framing": "squash"}  # train's own values first
-    selected = foodpipe("select", "--experiment", "sweep", "--mlflow-uri", tracking)
-    assert selected.returncode == 0 and last_json(selected.stdout)["run_id"] == best["run_id"], selected.stderr
+    assert len(open(table).read().strip().splitlines()) == 1 + len(states)  # a header and a row per trial
+    selected = foodpipe("select", "--experiment", "sweep", "--mlflow-uri", mlflow_server)
+    assert selected.returncode == 0, selected.stderr[-2000:]
+    chosen = last_json(selected.stdout)  # the best trial (of equals, the latest): never the parent run
+    assert chosen["val_accuracy"] == pytest.approx(best.value) and chosen["run_id"] in {r.info.run_id for r in children}
 
 
 @pytest.mark.parametrize("search,message", [

@@ -102,6 +102,9 @@ def experiment_id(client, name: str, create: bool = True) -> str:
     try:
         return client.create_experiment(name, artifact_location=artifact_location)
     except Exception as exc:
+        made_meanwhile = client.get_experiment_by_name(name)  # by a process that started at the same time
+        if made_meanwhile is not None:
+            return made_meanwhile.experiment_id
         raise refusal(exc, client.tracking_uri, f"to create the experiment {name!r}") or exc
 
 

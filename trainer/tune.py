@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import os
+import time
 
 import keras
 
@@ -112,30 +113,44 @@ class ReportToTrial(keras.callbacks.Callback):
 
 
 def open_study(config: TuneConfig):
-    """The study (made on first use), in its RDB storage; a storage that cannot be opened is one line."""
+    """``(study, made)``: the study in its RDB storage, ``made`` by this process or loaded (another
+    process's, or an earlier run's); a storage that cannot be opened is one line."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    name = config.study_name
     try:
         storage = optuna.storages.RDBStorage(config.storage, heartbeat_interval=60, grace_period=180)
         pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=config.train.epochs // 2) \
             if config.prune else optuna.pruners.NopPruner()
-        return optuna.create_study(study_name=name, storage=storage, direction="maximize", pruner=pruner,
-                                   load_if_exists=True)
+        try:
+            return optuna.create_study(study_name=config.study_name, storage=storage, direction="maximize",
+                                       pruner=pruner), True
+        except optuna.exceptions.DuplicatedStudyError:
+            return optuna.load_study(study_name=config.study_name, storage=storage, pruner=pruner), False
     except Exception as exc:
         raise FoodpipeError(f"study storage {logs.redact(config.storage)} cannot be opened: "
                             f"{first_line(exc, 200)}") from None
 
 
-def parent_run(study, client, experiment_id: str, config: TuneConfig) -> str:
-    """The sweep's MLflow run (made by the study's first process, continued by the others)."""
-    from mlflow.entities import Param
+PARENT_WAIT_SECONDS = 60  # how long a second process waits for the first to name the parent run
 
-    run_id = study.user_attrs.get(PARENT_RUN_ATTR)
+
+def parent_run(study, made: bool, client, experiment_id: str, config: TuneConfig) -> str:
+    """The sweep's MLflow run: made by the process that made the study, continued by the others
+    (which wait for the study to name it; if it never does, its maker died first, and they make it)."""
+    waited_until = time.monotonic() + (0 if made else PARENT_WAIT_SECONDS)
+    while not (run_id := study.user_attrs.get(PARENT_RUN_ATTR)) and time.monotonic() < waited_until:
+        time.sleep(0.5)
     if run_id:
         client.update_run(run_id, status="RUNNING")
         return run_id
+    return make_parent_run(study, client, experiment_id, config)
+
+
+def make_parent_run(study, client, experiment_id: str, config: TuneConfig) -> str:
+    """The parent run, with the search space and the shared settings as params, named in the study."""
+    from mlflow.entities import Param
+
     run = client.create_run(experiment_id, run_name=f"tune-{study.study_name}",
                             tags={"foodpipe.sweep": "parent", "optuna.study": study.study_name})
     fixed = config.train.params()
@@ -158,8 +173,6 @@ def counts(study) -> dict:
 def enqueue_defaults(study, base: TrainConfig, dimensions: list[Dimension]) -> None:
     """A new study's first trial: ``base``'s own values of the searched settings (Optuna's
     ``enqueue_trial``), those the space holds; the others are sampled."""
-    if study.trials:
-        return
     values = settings.flatten(base)
     defaults = {d.name: values[d.name] for d in dimensions if d.holds(values[d.name])}
     if defaults:
@@ -300,12 +313,12 @@ def run(config: TuneConfig, progress: bool = True) -> dict:
 
     dimensions = [parse_dimension(text) for text in config.search]
     datasets.load(config.train.data)  # a missing dataset is one line now, not a failure per trial
-    study = open_study(config)
+    study, made = open_study(config)
+    if made and config.start_from_defaults:  # before the parent run is named: other processes wait for that
+        enqueue_defaults(study, config.train, dimensions)
     writer = tracking.MlflowWriter(tracking.chosen_uri(config.train.mlflow_uri), config.train.experiment)
     client = writer.client
-    parent = parent_run(study, client, writer.experiment_id, config)
-    if config.start_from_defaults:
-        enqueue_defaults(study, config.train, dimensions)
+    parent = parent_run(study, made, client, writer.experiment_id, config)
     objective = make_objective(config, dimensions, parent, progress)
     with tempfile.TemporaryDirectory(prefix="foodpipe-tune-") as scratch:
         try:
