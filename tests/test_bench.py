@@ -53,6 +53,7 @@ def test_bench_needs_an_input():
 INPUT_KEYS = ("decode_only_img_per_s", "train_pipeline_img_per_s", "eval_pipeline_img_per_s",
               "decode_only_img_per_s_per_core", "train_pipeline_img_per_s_per_core",
               "seed_sequence_img_per_s", "train_vs_decode_only", "train_vs_seed_sequence", "s3_vs_local",
+              "pure_tf_img_per_s", "train_vs_pure_tf",
               "scale_numba_vs_numpy")
 
 
@@ -71,6 +72,11 @@ def test_bench_input_on_s3_reports_every_figure(raw_on_s3, s3_env, tmp_path):
         assert figures[key] > 0, key
         assert key in result.stdout
     assert (figures["image_size"], figures["batch_size"], figures["cores"]) == (64, 8, __import__("os").cpu_count())
+    assert set(figures["rows"]) == {"local", "pure_tf", "seed_sequence"}
+    for name, row in figures["rows"].items():
+        assert row["img_per_s"] > 0 and row["cpu_s_per_img"] > 0, name
+        assert name in result.stdout  # the rows' table
+    assert figures["rows"]["local"]["img_per_s"] == pytest.approx(figures["train_pipeline_img_per_s"], rel=0.01)
 
 
 def test_bench_input_names_a_missing_dataset(tmp_path):

@@ -3,12 +3,17 @@ data, in images per second after warm-up.
 
 - ``decode_only``: read + parse + full ``decode_jpeg`` + centre crop: the practical limit here.
 - ``train_pipeline`` / ``eval_pipeline``: exactly what the trainer and the evaluator consume.
+- ``pure_tf``: the same window crop with ``tf.image`` flip, brightness and contrast and Keras'
+  ``RandomRotation``: what a Keras user writes (``pure_tf_dataset``).
 - ``seed_sequence``: the seed report's approach, rebuilt as the baseline: a Keras ``PyDataset``
   that GETs each raw image (the manifest's ``uri``) with the minio client, decodes it with Pillow,
   augments it with albumentations and scales it with numpy, consumed batch by batch as ``fit`` does.
 - ``s3_vs_local``: the train pipeline on ``s3://`` against the same shards copied to local disk.
 - ``scale_numba_vs_numpy``: the Numba scaling kernel against the numpy expression on one batch.
 - ``..._per_core``: the rates divided by the machine's cores, to compare machines.
+- ``rows``: the train view each way (``local``: foodpipe's train pipeline, ``pure_tf``,
+  ``seed_sequence``), each with ``img_per_s`` and ``cpu_s_per_img``, the CPU seconds the benchmark
+  process spent per image (its own CPU time: every tf.data thread counts).
 
 ``decode_only`` decodes every pixel at full resolution (no DCT scaling): the limit of a pipeline
 that decodes every pixel. The train and eval pipelines decode only their window, at the smallest
@@ -31,16 +36,46 @@ from tfdata.config import InputConfig
 WARMUP_BATCHES = 3
 
 
-def images_per_second(dataset, images: int) -> float:
-    """Iterate ``dataset`` (batches) past a warm-up, then time ``images`` images."""
+def measure(dataset, images: int) -> dict:
+    """Iterate ``dataset`` (batches) past a warm-up, then time ``images`` images: ``img_per_s`` and
+    ``cpu_s_per_img``, the CPU seconds this process (every tf.data thread in it) spent per image."""
     iterator = iter(dataset.repeat())
     for _ in range(WARMUP_BATCHES):
         next(iterator)
-    seen, started = 0, time.perf_counter()
+    seen, started, cpu_started = 0, time.perf_counter(), time.process_time()
     while seen < images:
         batch = next(iterator)
         seen += int(tf.shape(batch[0] if isinstance(batch, tuple) else batch)[0])
-    return seen / (time.perf_counter() - started)
+    return {"img_per_s": seen / (time.perf_counter() - started),
+            "cpu_s_per_img": (time.process_time() - cpu_started) / seen}
+
+
+def images_per_second(dataset, images: int) -> float:
+    return measure(dataset, images)["img_per_s"]
+
+
+def pure_tf_dataset(info: DatasetInfo, config: InputConfig):
+    """What a Keras user writes for the same train view: foodpipe's window crop (read, parse,
+    window decode and resize), then ``tf.image`` flip, brightness and contrast on each image and
+    Keras' ``RandomRotation`` on each batch, all TensorFlow ops (no Python in the pipeline)."""
+    import keras
+
+    rotate = keras.layers.RandomRotation(config.rotate_degrees / 360, fill_mode="reflect", seed=config.seed)
+    limit = config.brightness_contrast
+
+    def augment_image(encoded, label):
+        image = tf.cast(pipeline.decode_train_image(encoded, config), tf.float32)
+        image = tf.image.random_flip_left_right(image)
+        image = tf.image.random_brightness(image, 255 * limit)
+        image = tf.image.random_contrast(image, 1 - limit, 1 + limit)
+        return image, label
+
+    examples = pipeline.read_examples(info, schema.TRAIN, config, shuffle=True)
+    batches = examples.map(augment_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False) \
+        .batch(config.batch_size)
+    return batches.map(lambda images, labels: (tf.cast(tf.clip_by_value(rotate(images, training=True), 0, 255),
+                                                       tf.uint8), labels),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).prefetch(tf.data.AUTOTUNE)
 
 
 def decode_only_dataset(info: DatasetInfo, config: InputConfig):
@@ -112,15 +147,17 @@ def seed_sequence(manifest_rows, info: DatasetInfo, config: InputConfig, setting
     return SeedSequence()
 
 
-def sequence_images_per_second(sequence, images: int) -> float:
-    """Consume the ``PyDataset`` as ``model.fit`` does with its defaults: batch after batch."""
+def measure_sequence(sequence, images: int) -> dict:
+    """Consume the ``PyDataset`` as ``model.fit`` does with its defaults: batch after batch
+    (``img_per_s`` and ``cpu_s_per_img``, as ``measure``)."""
     sequence[0]  # warm-up
-    seen, index, started = 0, 1, time.perf_counter()
+    seen, index, started, cpu_started = 0, 1, time.perf_counter(), time.process_time()
     while seen < images:
         x, _ = sequence[index % len(sequence)]
         seen += len(x)
         index += 1
-    return seen / (time.perf_counter() - started)
+    return {"img_per_s": seen / (time.perf_counter() - started),
+            "cpu_s_per_img": (time.process_time() - cpu_started) / seen}
 
 
 def scale_ratio(config: InputConfig, info: DatasetInfo, repeats: int = 5) -> float:
@@ -162,13 +199,19 @@ def _run(info: DatasetInfo, config: InputConfig, images: int, seed_images: int) 
     data_uri = info.uri
     train = pipeline.train_dataset(info, schema.TRAIN, config)
     evaluation = pipeline.eval_dataset(info, schema.TRAIN, config)
-    result = {
-        "decode_only_img_per_s": images_per_second(decode_only_dataset(info, config), images),
-        "train_pipeline_img_per_s": images_per_second(train, images),
-        "eval_pipeline_img_per_s": images_per_second(evaluation, images),
-        "seed_sequence_img_per_s": sequence_images_per_second(
+    rows = {  # the train view, each way: images per second and this process's CPU seconds per image
+        "local": measure(train, images),
+        "pure_tf": measure(pure_tf_dataset(info, config), images),
+        "seed_sequence": measure_sequence(
             seed_sequence(datasets.read_manifest(data_uri, settings, schema.TRAIN), info, config, settings),
             seed_images),
+    }
+    result = {
+        "decode_only_img_per_s": images_per_second(decode_only_dataset(info, config), images),
+        "train_pipeline_img_per_s": rows["local"]["img_per_s"],
+        "eval_pipeline_img_per_s": images_per_second(evaluation, images),
+        "seed_sequence_img_per_s": rows["seed_sequence"]["img_per_s"],
+        "pure_tf_img_per_s": rows["pure_tf"]["img_per_s"],
     }
     if uri.is_s3(data_uri):
         with tempfile.TemporaryDirectory(prefix="foodpipe-bench-") as local:
@@ -180,9 +223,13 @@ def _run(info: DatasetInfo, config: InputConfig, images: int, seed_images: int) 
         result["s3_vs_local"] = None  # the data is local: nothing to compare
     result["train_vs_decode_only"] = result["train_pipeline_img_per_s"] / result["decode_only_img_per_s"]
     result["train_vs_seed_sequence"] = result["train_pipeline_img_per_s"] / result["seed_sequence_img_per_s"]
+    result["train_vs_pure_tf"] = result["train_pipeline_img_per_s"] / result["pure_tf_img_per_s"]
     result["scale_numba_vs_numpy"] = scale_ratio(config, info)
     cores = os.cpu_count() or 1
     for name in ("decode_only", "train_pipeline", "eval_pipeline"):
         result[f"{name}_img_per_s_per_core"] = result[f"{name}_img_per_s"] / cores
     result.update(cores=cores, image_size=config.image_size, batch_size=config.batch_size)
-    return {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
+    result = {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
+    result["rows"] = {name: {"img_per_s": round(row["img_per_s"], 1), "cpu_s_per_img": round(row["cpu_s_per_img"], 5)}
+                      for name, row in rows.items()}
+    return result

@@ -195,10 +195,18 @@ def bench_preprocess(input_uri: str, extra: list[str], runner_flags: list[str] =
 
 
 def print_table(result: dict) -> dict:
-    """``result`` as two aligned columns; returns it."""
+    """``result`` as two aligned columns (its ``rows``, if any, as a table of their own); returns it."""
     width = max(len(k) for k in result)
     for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
+        if key != "rows":
+            print(f"{key:<{width}}  {value}")
+    rows = result.get("rows", {})
+    if rows:
+        columns = list(next(iter(rows.values())))
+        names = max(len(name) for name in rows)
+        print(f"{'':<{names}}  " + "  ".join(f"{column:>14}" for column in columns))
+        for name, row in rows.items():
+            print(f"{name:<{names}}  " + "  ".join(f"{row[column]:>14}" for column in columns))
     return result
 
 
