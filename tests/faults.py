@@ -158,3 +158,10 @@ class HangUpServer:
     def close(self) -> None:
         self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
+
+
+# Ctrl-C must reach the command even where the test runner itself ignores SIGINT (a background job
+# of a non-interactive shell does, and exec keeps an ignored signal ignored): exec it with SIGINT's
+# default disposition, which Python turns into KeyboardInterrupt.
+WITH_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+               "os.execv(sys.executable, [sys.executable, '-m', 'foodpipe', *sys.argv[1:]])")

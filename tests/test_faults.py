@@ -15,7 +15,7 @@ from beam_pipelines import output
 from foodpipe import s3
 from foodpipe.errors import FoodpipeError
 from tests.conftest import REPO, foodpipe
-from tests.faults import TcpProxy
+from tests.faults import WITH_SIGINT, TcpProxy
 
 pytestmark = pytest.mark.slow
 
@@ -67,13 +67,6 @@ def test_upload_cut_off_by_an_outage_completes_on_rerun_without_duplicates(s3_en
     assert "skipped 0 " not in again.stdout
     assert objects(s3_client, "faults", "up/") == {f"up/{key}": size for key, size in expected.items()}
     proxy.stop()
-
-
-# Ctrl-C must reach the command even where the test runner itself ignores SIGINT (a background job
-# of a non-interactive shell does, and exec keeps an ignored signal ignored): exec it with SIGINT's
-# default disposition, which Python turns into KeyboardInterrupt.
-WITH_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-               "os.execv(sys.executable, [sys.executable, '-m', 'foodpipe', *sys.argv[1:]])")
 
 
 def test_ctrl_c_during_an_upload_exits_130_at_once_and_a_rerun_completes(s3_endpoint, s3_client, tmp_path):

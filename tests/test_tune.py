@@ -18,7 +18,7 @@ from beam_pipelines import preprocess
 from foodpipe.errors import FoodpipeError
 from tests import realdata
 from tests.conftest import REPO, foodpipe
-from tests.faults import TcpProxy
+from tests.faults import WITH_SIGINT, TcpProxy
 from trainer import tune
 
 SHORT = ["--image-size", "32", "--num-blocks", "2", "--filters", "8", "--dense-units", "16", "--batch-size", "32",
@@ -123,22 +123,22 @@ def test_bad_input_stops_tune_before_any_study_or_run(subjects, tmp_path):
 
 
 def test_failed_trials_are_recorded_and_the_sweep_goes_on_to_a_clear_end(subjects, tmp_path):
-    """Every trial fails (at 32 px, 6 or 7 blocks leave nothing to pool): each is recorded FAIL with
-    its reason in the parent run's trials table, the sweep runs them all, and ends with one line
-    (exit 3) naming the last reason."""
+    """Every trial fails (a label smoothing of 1 or 2, which the trainer's config refuses): each is
+    recorded FAIL with its reason in the parent run's trials table, the sweep runs them all, and
+    ends with one line (exit 3) naming the last reason."""
     tracking, storage = f"sqlite:///{tmp_path}/mlflow.db", f"sqlite:///{tmp_path}/study.db"
-    result = foodpipe("tune", "--data", subjects, *SHORT, "--search", "num_blocks=6:7", "--trials", "2",
+    result = foodpipe("tune", "--data", subjects, *SHORT, "--search", "label_smoothing=1.0,2.0", "--trials", "2",
                       "--storage", storage, "--experiment", "failing", "--mlflow-uri", tracking)
     last = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 3 and last.startswith("foodpipe: error: no trial of study failing finished "
-                                                      "({'FAIL': 2}); trial 1: model 'resnet': image_size 32 is too small for"), last
+                                                      "({'FAIL': 2}); trial 1: label_smoothing must be in [0, 1)"), last
     study = optuna.load_study(study_name="failing", storage=storage)
     assert [trial.state.name for trial in study.trials] == ["FAIL", "FAIL"]
     client = mlflow.MlflowClient(tracking)
     (parent,) = client.search_runs([client.get_experiment_by_name("failing").experiment_id])  # no trial got a run
     assert parent.info.status == "FAILED"
     table = open(client.download_artifacts(parent.info.run_id, "summary/trials.csv", str(tmp_path))).read()
-    assert table.count("FAIL,") == 2 and table.count("image_size 32 is too small for") == 2
+    assert table.count("FAIL,") == 2 and table.count("label_smoothing must be in [0, 1)") == 2
 
 
 def start_tune_held(args: list[str], mlflow_server: str, nth: int) -> tuple[subprocess.Popen, TcpProxy]:
@@ -146,9 +146,9 @@ def start_tune_held(args: list[str], mlflow_server: str, nth: int) -> tuple[subp
     (the cut point: the proxy's ``cut`` event is set then)."""
     proxy = TcpProxy(urlparse(mlflow_server).port)
     proxy.hold_on(rb"POST /api/2.0/mlflow/runs/create", nth=nth).start()
-    proc = subprocess.Popen([sys.executable, "-m", "foodpipe", *args, "--mlflow-uri", proxy.url],
+    proc = subprocess.Popen([sys.executable, "-c", WITH_SIGINT, *args, "--mlflow-uri", proxy.url],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                            start_new_session=True)
+                            start_new_session=True)  # Ctrl-C reaches it even if the test runner ignores it
     threading.Thread(target=proc.stderr.read, daemon=True).start()
     assert proxy.cut.wait(timeout=600), "the sweep never reached the cut point"
     return proc, proxy
@@ -191,3 +191,24 @@ def test_a_sweep_interrupted_then_killed_resumes_to_the_requested_trial_count(su
     assert summary["trials"] == {"COMPLETE": 3, "FAIL": 1, "RUNNING": 1}
     assert summary["parent_run_id"] == first_parent  # the first process's parent run, continued
     assert mlflow.MlflowClient(mlflow_server).get_run(first_parent).info.status == "FINISHED"
+
+
+def test_a_database_another_process_is_making_is_opened_again_and_a_missing_one_fails_at_once(tmp_path):
+    """Two processes starting at once on a new SQLite store (MLflow's or Optuna's) race to make its
+    tables; the loser tries again once the file exists. A store that cannot exist fails at once."""
+    from trainer import tracking
+
+    path, calls = tmp_path / "store.db", []
+
+    def half_made():
+        calls.append(1)
+        if len(calls) < 3:
+            path.write_text("")  # the other process made the file and is still making the tables
+            raise RuntimeError("table studies already exists")
+        return "opened"
+
+    assert tracking.retried(half_made, f"sqlite:///{path}", waits=(0, 0, 0)) == "opened" and len(calls) == 3
+    calls.clear()
+    with pytest.raises(RuntimeError):
+        tracking.retried(half_made, f"sqlite:///{tmp_path}/no/such/folder/store.db", waits=(0, 0, 0))
+    assert len(calls) == 1

@@ -63,13 +63,37 @@ def connect(uri: str):
 
     uri = resolve_tracking_uri(uri)
     mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient(uri)
-    try:
+
+    def answered():
+        client = mlflow.MlflowClient(uri)
         client.search_experiments(max_results=1)
+        return client
+
+    try:  # processes starting at once on a new local store race to make its tables: see ``retried``
+        return retried(answered, uri)
     except Exception as exc:  # requests, MlflowException, SQLAlchemy: all mean "not usable"
         raise refusal(exc, uri, "connecting") or FoodpipeError(
             f"MLflow tracking server {logs.redact(uri)} is unreachable: {first_line(exc, 200)}") from None
-    return client
+
+
+NEW_DATABASE_WAITS = (0.5, 1, 2, 4)  # seconds: a schema migration of MLflow's or Optuna's takes a few
+
+
+def retried(make, url: str, waits=NEW_DATABASE_WAITS):
+    """``make()``, which opens the database at ``url``; for a SQLite file that exists by the time it
+    fails, tried again after each of ``waits``. Another process may be making that database at the
+    same moment (MLflow's and Optuna's stores migrate their schema on first use, and the process that
+    loses the race sees half-made tables); once it is done, a new try finds the tables made. A
+    database that cannot be opened at all (no such folder, a server) fails at once."""
+    path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else None
+    for wait in waits:
+        try:
+            return make()
+        except Exception:
+            if not (path and os.path.exists(path)):
+                raise
+            time.sleep(wait)
+    return make()
 
 
 def refusal(exc: BaseException, uri: str, what: str) -> FoodpipeError | None:

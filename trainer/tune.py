@@ -112,6 +112,14 @@ class ReportToTrial(keras.callbacks.Callback):
             raise Pruned(f"trial {self.trial.number} pruned after epoch {epoch + 1}")
 
 
+def rdb_storage(url: str):
+    """Optuna's storage at ``url``, its tables made if missing (two processes starting on a new
+    database race to make them: ``tracking.retried``)."""
+    import optuna
+
+    return tracking.retried(lambda: optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180), url)
+
+
 def open_study(config: TuneConfig):
     """``(study, made)``: the study in its RDB storage, ``made`` by this process or loaded (another
     process's, or an earlier run's); a storage that cannot be opened is one line."""
@@ -119,7 +127,7 @@ def open_study(config: TuneConfig):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        storage = optuna.storages.RDBStorage(config.storage, heartbeat_interval=60, grace_period=180)
+        storage = rdb_storage(config.storage)
         pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=config.train.epochs // 2) \
             if config.prune else optuna.pruners.NopPruner()
         try:
@@ -191,11 +199,12 @@ def make_objective(config: TuneConfig, dimensions: list[Dimension], parent_run_i
     def objective(trial) -> float:
         name = f"{trial.study.study_name}-trial-{trial.number}"
         keras.backend.clear_session()  # one model per trial, not all of them in one graph
-        run = trial_config(config.train, {d.name: d.suggest(trial) for d in dimensions}, name)
-        writer = tracking.MlflowWriter(tracking.chosen_uri(run.mlflow_uri), run.experiment, name,
-                                       tags={tracking.PARENT_RUN_TAG: parent_run_id, "optuna.trial": trial.number})
-        log.info("trial %d: %s", trial.number, trial.params)
+        writer = None
         try:
+            run = trial_config(config.train, {d.name: d.suggest(trial) for d in dimensions}, name)
+            log.info("trial %d: %s", trial.number, trial.params)
+            writer = tracking.MlflowWriter(tracking.chosen_uri(run.mlflow_uri), run.experiment, name, tags={
+                tracking.PARENT_RUN_TAG: parent_run_id, "optuna.trial": trial.number})
             result = train.train_and_evaluate(run, writer=writer, progress=progress, callbacks=[ReportToTrial(trial)])
         except Pruned as exc:
             import optuna
@@ -210,7 +219,7 @@ def make_objective(config: TuneConfig, dimensions: list[Dimension], parent_run_i
             trial.set_user_attr("error", "interrupted")
             raise
         finally:
-            if writer.run_id:
+            if writer is not None and writer.run_id:
                 trial.set_user_attr("run_id", writer.run_id)
         return result["val_accuracy"]
 
