@@ -70,6 +70,16 @@ def add_output_flags(parser: argparse.ArgumentParser, result: bool = True) -> No
                         help="show every library's messages too (TensorFlow, Beam, MLflow), unfiltered")
 
 
+def print_rows(rows: list[dict]) -> None:
+    """``rows`` as aligned columns under their keys (floats with 4 decimals)."""
+    shown = [{key: f"{value:.4f}" if isinstance(value, float) else str(value) for key, value in row.items()}
+             for row in rows]
+    widths = {key: max(len(key), *(len(row[key]) for row in shown)) for key in shown[0]}
+    print("  ".join(key.ljust(width) for key, width in widths.items()))
+    for row in shown:
+        print("  ".join(row[key].ljust(width) for key, width in widths.items()))
+
+
 def emit_result(result, json_file: str | None = None) -> None:
     """The command's result: one JSON line, the last line of stdout; with ``json_file`` also there."""
     print(json.dumps(result), flush=True)

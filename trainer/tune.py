@@ -337,7 +337,7 @@ def run(config: TuneConfig, progress: bool = True) -> dict:
         except BaseException:
             end_parent(client, parent, "KILLED")
             raise
-        best = log_summary(client, parent, study, scratch)
+    best = best_trial(study)  # the summary itself was logged after each trial, the last one included
     if best is None:
         client.set_terminated(parent, "FAILED")
         failed = [trial for trial in study.get_trials(deepcopy=False) if trial.state.name == "FAIL"]

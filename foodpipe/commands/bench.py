@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 
-from foodpipe import datasets, schema, storage
+from foodpipe import datasets, process, schema, storage
 from foodpipe.errors import FoodpipeError
 
 
@@ -200,13 +200,9 @@ def print_table(result: dict) -> dict:
     for key, value in result.items():
         if key != "rows":
             print(f"{key:<{width}}  {value}")
-    rows = result.get("rows", {})
-    if rows:
-        columns = list(next(iter(rows.values())))
-        names = max(len(name) for name in rows)
-        print(f"{'':<{names}}  " + "  ".join(f"{column:>14}" for column in columns))
-        for name, row in rows.items():
-            print(f"{name:<{names}}  " + "  ".join(f"{row[column]:>14}" for column in columns))
+    if result.get("rows"):
+        process.print_rows([{"row": name, **{key: str(value) for key, value in row.items()}}  # as rounded
+                            for name, row in result["rows"].items()])
     return result
 
 

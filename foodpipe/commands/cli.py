@@ -106,10 +106,9 @@ def cmd_tune(config: TuneConfig, args) -> dict:
 
     _s3_settings(args)
     result = tune.run(config, progress=not args.quiet)
-    best = result["best"]
-    print(f"study {result['study']}: {result['trials']}; best: " +
-          (f"trial {best['trial']}, val_accuracy {best['val_accuracy']:.4f}, run {best['run_id']}, {best['params']}"
-           if best else "none finished"))
+    best = result["best"]  # tune fails with one line when no trial finished
+    print(f"study {result['study']}: {result['trials']}; best: trial {best['trial']}, "
+          f"val_accuracy {best['val_accuracy']:.4f}, run {best['run_id']}, {best['params']}")
     return result
 
 
@@ -127,18 +126,8 @@ def cmd_select(config: configs.SelectConfig, args) -> dict:
 
     result, compared = registry.select(config.experiment, args.mlflow_uri, config.register, config.metric,
                                        config.alias)
-    print_table(compared)
+    process.print_rows(compared)
     return result
-
-
-def print_table(rows: list[dict]) -> None:
-    """``rows`` as aligned columns (floats with 4 decimals)."""
-    shown = [{key: f"{value:.4f}" if isinstance(value, float) else str(value) for key, value in row.items()}
-             for row in rows]
-    widths = {key: max(len(key), *(len(row[key]) for row in shown)) for key in shown[0]}
-    print("  ".join(key.ljust(width) for key, width in widths.items()))
-    for row in shown:
-        print("  ".join(row[key].ljust(width) for key, width in widths.items()))
 
 
 def cmd_predict(config: configs.PredictConfig, args) -> list:
