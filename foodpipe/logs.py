@@ -16,6 +16,7 @@ import sys
 import threading
 
 KNOWN_NOISE = (
+    "tf.data service AutoScaler",  # the dispatcher, about autoscaling metrics foodpipe does not use
     "apitools not found",  # Beam's GCP extras, which foodpipe does not use
     "Discarding unparseable args",  # Beam workers, about the DirectRunner's own flags
     "No semi_persistent_directory found",  # Beam workers started by the DirectRunner

@@ -11,40 +11,50 @@ data, in images per second after warm-up.
 - ``s3_vs_local``: the train pipeline on ``s3://`` against the same shards copied to local disk.
 - ``scale_numba_vs_numpy``: the Numba scaling kernel against the numpy expression on one batch.
 - ``..._per_core``: the rates divided by the machine's cores, to compare machines.
-- ``rows``: the train view each way (``local``: foodpipe's train pipeline, ``pure_tf``,
-  ``seed_sequence``), each with ``img_per_s`` and ``cpu_s_per_img``, the CPU seconds the benchmark
-  process spent per image (its own CPU time: every tf.data thread counts).
+- ``rows``: the train view each way (``local``: foodpipe's train pipeline; ``service``: the same made
+  by a tf.data service's workers, with ``--input-service``; ``pure_tf``; ``seed_sequence``), each
+  with ``img_per_s`` and ``cpu_s_per_img``, the CPU seconds the benchmark process spent per image
+  (its own CPU time: every tf.data thread counts; for ``service``, what is left on the trainer).
+- ``service_vs_local`` and ``service_cpu_vs_local``: the service row's rate and trainer CPU per
+  image against the local row's.
 
 ``decode_only`` decodes every pixel at full resolution (no DCT scaling): the limit of a pipeline
 that decodes every pixel. The train and eval pipelines decode only their window, at the smallest
 DCT scale that keeps it at least the output size (``pipeline.decode_window``).
 """
 
+import contextlib
+import dataclasses
 import io
 import os
+import sys
 import tempfile
 import time
 
 import numpy as np
 import tensorflow as tf
 
-from foodpipe import datasets, s3, schema, storage, uri
+from foodpipe import datasets, process, s3, schema, storage, uri
 from foodpipe.datasets import DatasetInfo
-from tfdata import augment, pipeline
+from foodpipe.errors import RunFailed
+from tfdata import augment, pipeline, service
 from tfdata.config import InputConfig
 
 WARMUP_BATCHES = 3
 
 
-def measure(dataset, images: int) -> dict:
+def measure(dataset, images: int, watch=contextlib.nullcontext()) -> dict:
     """Iterate ``dataset`` (batches) past a warm-up, then time ``images`` images: ``img_per_s`` and
-    ``cpu_s_per_img``, the CPU seconds this process (every tf.data thread in it) spent per image."""
+    ``cpu_s_per_img``, the CPU seconds this process (every tf.data thread in it) spent per image.
+    ``watch``: a context around each wait for a batch."""
     iterator = iter(dataset.repeat())
     for _ in range(WARMUP_BATCHES):
-        next(iterator)
+        with watch:
+            next(iterator)
     seen, started, cpu_started = 0, time.perf_counter(), time.process_time()
     while seen < images:
-        batch = next(iterator)
+        with watch:
+            batch = next(iterator)
         seen += int(tf.shape(batch[0] if isinstance(batch, tuple) else batch)[0])
     return {"img_per_s": seen / (time.perf_counter() - started),
             "cpu_s_per_img": (time.process_time() - cpu_started) / seen}
@@ -186,21 +196,41 @@ def copy_shards_locally(info: DatasetInfo, directory: str, settings: s3.S3Settin
         storage.write(os.path.join(directory, name), storage.read(uri.join(info.uri, name), settings))
 
 
-def run(data_uri: str, config: InputConfig, images: int, seed_images: int) -> dict:
+def run(data_uri: str, config: InputConfig, images: int, seed_images: int, input_service: str | None = None) -> dict:
     info = datasets.load(data_uri)
     try:
-        return _run(info, config, images, seed_images)
+        return _run(info, config, images, seed_images, input_service)
     except tf.errors.DataLossError:
         raise pipeline.explain_data_loss(info, schema.TRAIN) from None
+    except tf.errors.OpError as exc:
+        explained = service.explain(exc, input_service) if input_service else None
+        if explained:
+            raise explained from None
+        raise
 
 
-def _run(info: DatasetInfo, config: InputConfig, images: int, seed_images: int) -> dict:
+def measure_service(info: DatasetInfo, config: InputConfig, images: int) -> dict:
+    """The train view made by the service's workers (``measure``; each pass a new epoch job), under a
+    ``StallWatch`` that ends the benchmark with one line if the service stops answering."""
+    dataset = pipeline.train_dataset(info, schema.TRAIN, config)
+    watch = service.StallWatch(config.input_service, config.input_service_timeout, stall_exit)
+    return measure(dataset, images, watch)
+
+
+def stall_exit(message: str) -> None:
+    print(f"{process.PREFIX} {message}", file=sys.stderr, flush=True)
+    process.exit_now(RunFailed.exit_code)
+
+
+def _run(info: DatasetInfo, config: InputConfig, images: int, seed_images: int, input_service: str | None) -> dict:
     settings = s3.S3Settings.from_env()
     data_uri = info.uri
     train = pipeline.train_dataset(info, schema.TRAIN, config)
     evaluation = pipeline.eval_dataset(info, schema.TRAIN, config)
     rows = {  # the train view, each way: images per second and this process's CPU seconds per image
         "local": measure(train, images),
+        **({"service": measure_service(info, dataclasses.replace(config, input_service=input_service), images)}
+           if input_service else {}),
         "pure_tf": measure(pure_tf_dataset(info, config), images),
         "seed_sequence": measure_sequence(
             seed_sequence(datasets.read_manifest(data_uri, settings, schema.TRAIN), info, config, settings),
@@ -213,6 +243,9 @@ def _run(info: DatasetInfo, config: InputConfig, images: int, seed_images: int) 
         "seed_sequence_img_per_s": rows["seed_sequence"]["img_per_s"],
         "pure_tf_img_per_s": rows["pure_tf"]["img_per_s"],
     }
+    if "service" in rows:
+        result["service_vs_local"] = rows["service"]["img_per_s"] / rows["local"]["img_per_s"]
+        result["service_cpu_vs_local"] = rows["service"]["cpu_s_per_img"] / rows["local"]["cpu_s_per_img"]
     if uri.is_s3(data_uri):
         with tempfile.TemporaryDirectory(prefix="foodpipe-bench-") as local:
             copy_shards_locally(info, local, settings)

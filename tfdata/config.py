@@ -48,6 +48,11 @@ class InputConfig:
     cycle_length: int = setting(8, "shards read at once")
     read_buffer_mb: float = setting(8.0, "per-shard read buffer, in MB (large buffers matter on S3)")
     skip_corrupt: bool = setting(False, "skip unreadable TFRecord records instead of stopping with the shard's name")
+    input_service: str | None = setting(None, "grpc://HOST:PORT of a tf.data service dispatcher ('foodpipe "
+                                              "input-service'): its workers read, decode and augment the train "
+                                              "split, an epoch is one pass over it (val is read here)")
+    input_service_timeout: float = setting(120.0, "with --input-service: stop with one line after this many seconds "
+                                                  "without a train batch")
 
     @property
     def crop_area(self) -> tuple[float, float]:
@@ -59,6 +64,10 @@ class InputConfig:
 
     def __post_init__(self):
         settings.check_choices(self)
+        if self.input_service:
+            from tfdata import service
+
+            service.host_port(self.input_service)
         checks = [
             (16 <= self.image_size <= 2048, f"image_size must be between 16 and 2048, got {self.image_size}"),
             (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),

@@ -15,7 +15,7 @@ import tensorflow as tf
 from foodpipe import datasets, schema, uri
 from foodpipe.datasets import DatasetInfo
 from foodpipe.errors import CorruptShards, FoodpipeError, RunFailed
-from tfdata import augment, filesystem
+from tfdata import augment, filesystem, service
 from tfdata.config import InputConfig
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -182,27 +182,41 @@ def finish(dataset: tf.data.Dataset, ordered: bool) -> tf.data.Dataset:
 
 
 def train_dataset(data: str | DatasetInfo, split: str, config: InputConfig, input_context=None, repeat: bool = False,
-                  skip: int = 0) -> tf.data.Dataset:
+                  skip: int = 0, with_ids: bool = False) -> tf.data.Dataset:
     """The train stream: batches of ``(images uint8 [B, S, S, 3], labels int64 [B])`` of ``split``,
     shuffled, each image a random window (``decode_train_image``), then the batch augmentation.
     Pixels stay uint8 (a quarter of float32's bytes to the device): scaling is the model's first
     layer. ``repeat``: endless, every batch full, in an order that depends on ``config.seed``
-    alone; ``skip``: records passed over (see ``read_examples``).
+    alone; ``skip``: records passed over (see ``read_examples``); ``with_ids``: batches of
+    ``(images, labels, image ids)``.
+
+    With ``config.input_service`` the whole stream is made by the service's workers
+    (``tfdata.service``): one pass over the split per iteration, each record once.
     """
+    if config.input_service:
+        if repeat or skip or (input_context and input_context.num_input_pipelines > 1):
+            raise ValueError("through the input service the train stream is one pass per iteration, read by one "
+                             "input pipeline")
+        service.check_reachable(config.input_service)
     ordered = repeat
-    examples = read_examples(data, split, config, input_context, shuffle=True, repeat=repeat, skip=skip)
+    examples = read_examples(data, split, config, input_context, shuffle=True, repeat=repeat, skip=skip,
+                             with_ids=with_ids)
     size = config.image_size
-    dataset = examples.map(lambda encoded, label: (decode_train_image(encoded, config), label),
+    dataset = examples.map(lambda encoded, label, *ids: (decode_train_image(encoded, config), label, *ids),
                            num_parallel_calls=AUTOTUNE, deterministic=ordered).batch(replica_batch(config, input_context))
     if config.any_augmentation:
-        augmenter = augment.Augmenter(config)
+        augmenter = None if config.input_service else augment.Augmenter(config)
 
-        def augment_batch(images, labels):
+        def augment_batch(images, *rest):
+            if augmenter is None:
+                return (service.augment_on_worker(images, config), *rest)
             images = tf.numpy_function(augmenter, [images], tf.uint8, stateful=True)
             images.set_shape([None, size, size, 3])
-            return images, labels
+            return (images, *rest)
 
         dataset = dataset.map(augment_batch, num_parallel_calls=AUTOTUNE, deterministic=ordered)
+    if config.input_service:
+        dataset = service.distribute(dataset, config.input_service)
     return finish(dataset, ordered)
 
 

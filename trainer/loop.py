@@ -49,7 +49,7 @@ class StepProgress:
             return
         self.shown = now
         elapsed = max(now - self.started, 1e-9)
-        eta = round(elapsed / step * (self.steps - step))
+        eta = round(elapsed / step * max(0, self.steps - step))
         line = (f"{self.prefix} - step {step}/{self.steps} - {step * self.batch_size / elapsed:.1f} img/s - "
                 f"ETA {eta // 60}:{eta % 60:02d}")
         self.stream.write(f"\r{line}\033[K" if self.tty else f"{line}\n")
@@ -96,6 +96,7 @@ class DistributedLoop:
         self.mixing = mixing if mixing is not None and mixing.soft else None
         self._gradients = tf.function(self._compute_gradients, jit_compile=jit_compile)
         self.train_step = tf.function(self._distributed_train_step)  # one step: summed loss, confusion matrix
+        self._batch_step = tf.function(self._distributed_batch_step)  # the same on a batch fetched outside
         self._eval_step = tf.function(self._distributed_eval_step)
         self._average_state = tf.function(self._distributed_average_state)
 
@@ -147,6 +148,21 @@ class DistributedLoop:
         results = self.strategy.run(self._replica_train_step, args=(images, labels))
         return [self.strategy.reduce(SUM, value, axis=None) for value in results]
 
+    def _distributed_batch_step(self, images, labels):
+        results = self.strategy.run(self._replica_train_step, args=(images, labels))
+        return [self.strategy.reduce(SUM, value, axis=None) for value in results]
+
+    def one_pass(self, dataset, watch):
+        """The train steps of one pass over a finite distributed dataset (the input service's
+        epoch), each batch fetched under ``watch`` (``tfdata.service.StallWatch``)."""
+        iterator = iter(dataset)
+        while True:
+            with watch:
+                batch = next(iterator, None)
+            if batch is None:
+                return
+            yield self._batch_step(*batch)
+
     def _distributed_eval_step(self, batch):
         results = self.strategy.run(self._replica_eval_step, args=batch)
         return [self.strategy.reduce(SUM, value, axis=None) for value in results]
@@ -190,11 +206,15 @@ class DistributedLoop:
         return self._metrics(totals, "val_")
 
     def fit(self, train_data, epochs: int, steps_per_epoch: int, initial_epoch: int = 0, validation_data=None,
-            validation_steps: int | None = None, callbacks=(), progress: bool = True) -> dict:
+            validation_steps: int | None = None, callbacks=(), progress: bool = True, one_pass=None) -> dict:
         """Train from ``initial_epoch`` to ``epochs``; returns the last epoch's logs. The callbacks'
-        logs hold ``loss``, ``accuracy``, ``confusion_matrix`` and the same with ``val_``."""
+        logs hold ``loss``, ``accuracy``, ``confusion_matrix`` and the same with ``val_``.
+
+        ``train_data`` is endless and an epoch is ``steps_per_epoch`` steps; or, with ``one_pass``
+        (a ``tfdata.service.StallWatch``), finite and an epoch is one pass over it
+        (``steps_per_epoch`` then only sizes the progress line)."""
         callback_list = keras.callbacks.CallbackList(list(callbacks), model=self.model)
-        iterator = iter(train_data)
+        iterator = None if one_pass else iter(train_data)
         logs = {}
         callback_list.on_train_begin()
         for epoch in range(initial_epoch, epochs):
@@ -202,8 +222,10 @@ class DistributedLoop:
             started = time.perf_counter()
             totals = self._zeros()
             bar = StepProgress(epoch + 1, epochs, steps_per_epoch, self.global_batch_size) if progress else None
-            for step in range(steps_per_epoch):
-                totals = [a + b for a, b in zip(totals, self.train_step(iterator))]
+            steps = self.one_pass(train_data, one_pass) if one_pass else \
+                (self.train_step(iterator) for _ in range(steps_per_epoch))
+            for step, results in enumerate(steps):
+                totals = [a + b for a, b in zip(totals, results)]
                 if bar:
                     bar.update(step + 1)
             if bar:

@@ -9,16 +9,17 @@ import hashlib
 import logging
 import math
 import os
+import sys
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 import models
-from foodpipe import datasets, schema, storage
+from foodpipe import datasets, logs, process, schema, storage
 from foodpipe.datasets import DatasetInfo
 from foodpipe.errors import CorruptShards, FoodpipeError, RunFailed
-from tfdata import pipeline
+from tfdata import pipeline, service
 from tfdata.config import InputConfig
 from trainer import report, serving, strategy as strategies, tracking
 from trainer.checkpoint import ResumableCheckpoint
@@ -177,8 +178,11 @@ def distributed_datasets(strategy, config: TrainConfig, inputs: InputConfig, inf
     On one machine validation is exact: the split is padded with weightless blanks to a multiple of
     the global batch, so that no replica ever gets a partial or empty batch. Workers must all run
     the same number of steps, so there it repeats and ``validation_steps`` bounds it.
+    Through the input service, train is finite instead: an epoch is one pass over the split.
     """
     def train(context):
+        if inputs.input_service:  # one pass per epoch, made by the service's workers
+            return pipeline.train_dataset(info, schema.TRAIN, inputs, context)
         consumed = steps_done * config.input.batch_size // context.num_input_pipelines
         return pipeline.train_dataset(info, schema.TRAIN, inputs, context, repeat=True, skip=consumed)
 
@@ -285,12 +289,27 @@ def global_batches(info: DatasetInfo, split: str, batch_size: int) -> int:
     return math.ceil(info.count(split) / batch_size)
 
 
+def stall_exit(writer):
+    """What a stalled input service does to the run: one line, the MLflow run FAILED, exit 3 (the
+    checkpoint stays, for a resume)."""
+    def stop(message: str) -> None:
+        print(f"{process.PREFIX} {logs.redact(message)}", file=sys.stderr, flush=True)
+        writer.finish("FAILED")
+        process.exit_now(RunFailed.exit_code)
+    return stop
+
+
 def fit(config: TrainConfig, strategy, model: keras.Model, info: DatasetInfo, initial_epoch: int, callbacks,
-        progress: bool = True) -> dict:
+        progress: bool = True, writer=None) -> dict:
     """Train from ``initial_epoch``; returns the last epoch's logs (with val's confusion matrix,
     evaluated here if no epoch was left to run)."""
     steps_per_epoch = global_batches(info, schema.TRAIN, config.input.batch_size)
     multi_worker = strategies.cluster_size() > 1
+    address = config.input.input_service
+    if address and multi_worker:
+        raise FoodpipeError("--input-service feeds one trainer: with several (TF_CONFIG) their epochs would differ "
+                            "in steps; train without it, or on one machine's GPUs")
+    watch = service.StallWatch(address, config.input.input_service_timeout, stall_exit(writer)) if address else None
     validation_steps = global_batches(info, schema.VAL, config.input.batch_size) if multi_worker else None
     train_data, val_data = distributed_datasets(strategy, config, config.input_config(), info, multi_worker,
                                                 steps_done=initial_epoch * steps_per_epoch)
@@ -298,7 +317,7 @@ def fit(config: TrainConfig, strategy, model: keras.Model, info: DatasetInfo, in
     loop = DistributedLoop(model, strategy, config.input.batch_size, config.jit_compile, mixing)
     logs = loop.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                     validation_data=val_data, validation_steps=validation_steps, callbacks=callbacks,
-                    progress=progress)
+                    progress=progress, one_pass=watch)
     if logs:
         return logs
     with averaged_weights(model):
@@ -337,12 +356,18 @@ def train_and_evaluate(config: TrainConfig, writer=None, progress: bool = True, 
         callbacks.append(checkpoint)
     callbacks += extra
     try:
-        last_logs = fit(config, strategy, model, info, initial_epoch, callbacks, progress)
+        last_logs = fit(config, strategy, model, info, initial_epoch, callbacks, progress, writer)
         kept_epoch, kept_logs = keep_epoch(config, model, best, last_logs, writer)
         model_uri = log_outputs(writer, model, config, info, history, kept_logs) if chief else None
     except tf.errors.DataLossError:
         writer.finish("FAILED")
         raise explain_input_error(info) from None
+    except tf.errors.OpError as exc:
+        writer.finish("FAILED")
+        explained = service.explain(exc, config.input.input_service) if config.input.input_service else None
+        if explained:
+            raise explained from None
+        raise
     except BaseException as exc:
         writer.finish(getattr(exc, "run_status", "FAILED"))
         raise

@@ -206,14 +206,15 @@ def print_table(result: dict) -> dict:
     return result
 
 
-def bench_input(data: str, image_size: int, batch_size: int, images: int, seed_images: int) -> dict:
+def bench_input(data: str, image_size: int, batch_size: int, images: int, seed_images: int,
+                input_service: str | None = None) -> dict:
     from tfdata import bench
     from tfdata.config import InputConfig
 
     # Every augmentation on, whatever the trainer's defaults: the benchmark times the costliest train view.
     config = InputConfig(image_size=image_size, batch_size=batch_size, flip=True, rotate_degrees=15.0,
                          brightness_contrast=0.2, noise_std=8.0, blur=True)
-    return bench.run(data, config, images=images, seed_images=seed_images)
+    return bench.run(data, config, images=images, seed_images=seed_images, input_service=input_service)
 
 
 def bench_train(data: str, model: str, image_size: int, batch_size: int, steps: int, mixed_precision: bool,

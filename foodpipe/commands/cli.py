@@ -39,6 +39,20 @@ def cmd_s3_server(config: configs.S3ServerConfig, args):
     return s3_server.serve(config.host, config.port)
 
 
+def cmd_dispatcher(config: configs.DispatcherConfig, args):
+    from foodpipe.tools import input_service
+
+    _s3_settings(args)
+    return input_service.dispatcher(config.port, config.work_dir)
+
+
+def cmd_worker(config: configs.WorkerConfig, args):
+    from foodpipe.tools import input_service
+
+    _s3_settings(args)
+    return input_service.worker(config.dispatcher, config.port, config.address)
+
+
 def cmd_synth(config, args) -> dict:
     from tqdm import tqdm
 
@@ -77,7 +91,7 @@ def cmd_bench_input(config: configs.BenchInputConfig, args) -> dict:
 
     _s3_settings(args)
     return bench.print_table(bench.bench_input(config.data, config.image_size, config.batch_size, config.images,
-                                               config.seed_images))
+                                               config.seed_images, config.input_service))
 
 
 def cmd_bench_train(config: configs.BenchTrainConfig, args) -> dict:
@@ -163,11 +177,20 @@ def add_bench_commands(bench) -> None:
                 "the Beam job (default runner) against a single-process loop, time and peak memory",
                 configs.BenchPreprocessConfig, s3=True)
     add_command(benchmarks, "input", cmd_bench_input,
-                "input throughput: decode-only, train and eval pipelines, the seed's Sequence",
+                "input throughput: decode-only, train and eval pipelines, the pure-TF peer, the seed's Sequence, and "
+                "the input service",
                 configs.BenchInputConfig, s3=True)
     add_command(benchmarks, "train", cmd_bench_train,
                 "training steps fed by the real input against the same batches cached in memory",
                 configs.BenchTrainConfig, s3=True)
+
+
+def add_service_commands(service) -> None:
+    roles = service.add_subparsers(dest="role", required=True, metavar="ROLE")
+    add_command(roles, "dispatcher", cmd_dispatcher, "the service's dispatcher: hands out each epoch's shard files "
+                "to the workers, until SIGTERM", configs.DispatcherConfig, result=False, s3=True)
+    add_command(roles, "worker", cmd_worker, "an input worker: reads, decodes and augments batches for the "
+                "trainers, until SIGTERM", configs.WorkerConfig, result=False, s3=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_commands(commands.add_parser("bench", help="benchmarks (see 'foodpipe bench BENCHMARK --help')",
                                            description="Benchmarks: each prints a table, then its JSON line."))
     add_model_commands(commands)
+    add_service_commands(commands.add_parser(
+        "input-service", help="the tf.data service's processes (see 'foodpipe input-service ROLE --help')",
+        description="The tf.data service: a dispatcher and input workers that read, decode and augment the train "
+                    "split for 'foodpipe train --input-service grpc://HOST:PORT'."))
     add_command(commands, "demo", cmd_demo, "the whole path on embedded defaults, from nothing", configs.DemoConfig)
     return parser
 
@@ -219,7 +246,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, object]:
     parser = build_parser()
     argv, location, from_file = settings.expand_config_file(argv, repeatable=settings.repeated(TuneConfig))
     args, unknown = parser.parse_known_args(argv)
-    settings.check_unknown(unknown, location, from_file, " ".join(argv[:2] if argv[0] == "bench" else argv[:1]))
+    settings.check_unknown(unknown, location, from_file, " ".join(argv[:2] if argv[0] in ("bench", "input-service") else argv[:1]))
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args, settings.from_args(args.config_class, args)

@@ -4,10 +4,12 @@ default and help text is written once. ``train`` uses ``trainer.config.TrainConf
 ``beam_pipelines.config.PreprocessConfig`` and ``synth`` ``foodpipe.tools.synth.SynthConfig``."""
 
 import dataclasses
+import socket
 
 from beam_pipelines.config import PreprocessConfig
 from foodpipe import schema
 from foodpipe.config import like, setting
+from foodpipe.errors import FoodpipeError
 from foodpipe.tools.upload import DEFAULT_WORKERS
 from tfdata.config import InputConfig
 from trainer.config import TTA, TrainConfig
@@ -86,6 +88,8 @@ class BenchInputConfig:
     batch_size: int = like(InputConfig, "batch_size")
     images: int = setting(2000, "images timed per pipeline after warm-up")
     seed_images: int = setting(256, "images timed for the (slow) seed baseline")
+    input_service: str | None = like(InputConfig, "input_service", help="also time the train view made by this "
+                                     "tf.data service (grpc://HOST:PORT; its workers 'foodpipe input-service worker')")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,3 +101,22 @@ class BenchTrainConfig:
     steps: int = setting(20, "steps timed per input, after warm-up")
     mixed_precision: bool = like(TrainConfig, "mixed_precision")
     jit_compile: bool = like(TrainConfig, "jit_compile")
+
+
+@dataclasses.dataclass(frozen=True)
+class DispatcherConfig:
+    port: int = setting(5050, "port to listen on (its workers' presence: the next one)")
+    work_dir: str | None = setting(None, "journal the dispatcher's state here (local or s3://), so that a restarted "
+                                         "dispatcher carries on where it was")
+
+    def __post_init__(self):
+        if not 1 <= self.port <= 65534:
+            raise FoodpipeError(f"port must be between 1 and 65534, got {self.port}")
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerConfig:
+    dispatcher: str = setting(help="the dispatcher, HOST:PORT or grpc://HOST:PORT")
+    port: int = setting(5051, "port to listen on; 0 picks a free one (printed)")
+    address: str = setting(socket.gethostname(), "host name by which trainers reach this worker (this "
+                                                 "machine's name)")
