@@ -51,6 +51,92 @@ def foodpipe(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
                           env=env, timeout=timeout, cwd=REPO)
 
 
+class Watched:
+    """A process whose output lines a thread collects: ``wait_for(regex)`` returns the first line
+    from ``start`` on that matches, as soon as it is printed (the timeout only ends a broken test)."""
+
+    def __init__(self, args, env=None):
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                     cwd=REPO, start_new_session=True)
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self.lines.append(None)  # the end
+            self._changed.notify_all()
+
+    def wait_for(self, pattern: str, start: int = 0, timeout: float = 300) -> str:
+        def found():
+            return next((line for line in self.lines[start:] if line is None or re.search(pattern, line)), False)
+
+        with self._changed:
+            line = self._changed.wait_for(found, timeout)
+        if not line:
+            raise AssertionError(f"{self.proc.args} did not print {pattern!r}:\n{self.output()}")
+        return line
+
+    def output(self) -> str:
+        return "\n".join(line for line in self.lines if line is not None)
+
+    def stop(self) -> int:
+        stop_process(self.proc)
+        return self.proc.returncode
+
+
+def free_port_pair() -> int:
+    """A free port whose next one is free too (a dispatcher and its presence channel)."""
+    import socket
+
+    while True:
+        port = free_port()
+        if port < 65535:
+            try:
+                socket.create_server(("127.0.0.1", port + 1)).close()
+                return port
+            except OSError:
+                continue
+
+
+class InputService:
+    """``foodpipe input-service``: a dispatcher and ``workers`` workers, each its own process on
+    loopback, started and waited for (the dispatcher names each worker that joins)."""
+
+    def __init__(self, workers: int = 2, env=None):
+        self.port, self.env = free_port_pair(), env
+        self.address = f"grpc://127.0.0.1:{self.port}"
+        self.dispatcher = Watched([sys.executable, "-m", "foodpipe", "input-service", "dispatcher",
+                                   "--port", str(self.port)], env=env)
+        self.dispatcher.wait_for("serving on")
+        self.workers = [self.start_worker(free_port()) for _ in range(workers)]
+        self.dispatcher.wait_for(rf"\({workers} workers\)")
+
+    def start_worker(self, port: int) -> "Watched":
+        worker = Watched([sys.executable, "-m", "foodpipe", "input-service", "worker", "--dispatcher",
+                          f"127.0.0.1:{self.port}", "--port", str(port), "--address", "127.0.0.1"], env=self.env)
+        worker.port = port
+        worker.wait_for("serving on")
+        return worker
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.dispatcher.stop()
+
+
+@pytest.fixture(scope="session")
+def input_service(s3_endpoint):
+    """A dispatcher and two workers, reading S3 through the embedded server as any command does."""
+    service = InputService(env={**os.environ, "AWS_ENDPOINT_URL": s3_endpoint})
+    yield service
+    service.stop()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def aws_credentials():
     """Every test and every process it starts talks to the embedded server with its key."""

@@ -57,22 +57,25 @@ INPUT_KEYS = ("decode_only_img_per_s", "train_pipeline_img_per_s", "eval_pipelin
               "scale_numba_vs_numpy")
 
 
-def test_bench_input_on_s3_reports_every_figure(raw_on_s3, s3_env, tmp_path):
+def test_bench_input_on_s3_reports_every_figure(raw_on_s3, s3_env, input_service, tmp_path):
     """Reads s3:// through tensorflow-io and the seed baseline GETs raw images with minio; the
-    command exits 0 although tensorflow-io aborts at interpreter exit."""
+    command exits 0 although tensorflow-io aborts at interpreter exit. The service row's workers
+    read the same s3:// shards with the S3 settings of their own environment."""
     made = foodpipe("preprocess", "--input", raw_on_s3, "--output", "s3://datasets/bench",
                     "--shard-size-mb", "0.3", env=s3_env)
     assert made.returncode == 0, made.stderr
     report = tmp_path / "input.json"
     result = foodpipe("bench", "input", "--data", "s3://datasets/bench", "--image-size", "64", "--batch-size", "8",
-                      "--images", "32", "--seed-images", "16", "--json", str(report), env=s3_env)
+                      "--images", "32", "--seed-images", "16", "--input-service", input_service.address,
+                      "--json", str(report), env=s3_env)
     assert result.returncode == 0, result.stderr
     figures = json.loads(report.read_text())
     for key in INPUT_KEYS:
         assert figures[key] > 0, key
         assert key in result.stdout
     assert (figures["image_size"], figures["batch_size"], figures["cores"]) == (64, 8, __import__("os").cpu_count())
-    assert set(figures["rows"]) == {"local", "pure_tf", "seed_sequence"}
+    assert set(figures["rows"]) == {"local", "service", "pure_tf", "seed_sequence"}
+    assert figures["service_vs_local"] > 0 and figures["service_cpu_vs_local"] > 0
     for name, row in figures["rows"].items():
         assert row["img_per_s"] > 0 and row["cpu_s_per_img"] > 0, name
         assert name in result.stdout  # the rows' table

@@ -41,7 +41,8 @@ def compose():
 
 def test_compose_wires_minio_mlflow_the_job_and_a_gpu_trainer():
     services = compose()["services"]
-    assert set(services) == {"minio", "buckets", "postgres", "mlflow", "mlflow-users", "preprocess", "train"}
+    assert set(services) == {"minio", "buckets", "postgres", "mlflow", "mlflow-users", "preprocess", "train",
+                             "input-dispatcher", "input-worker"}
     for name, service in services.items():
         for dependency in service.get("depends_on", {}):
             assert dependency in services, f"{name} depends on unknown {dependency}"
@@ -53,8 +54,14 @@ def test_compose_wires_minio_mlflow_the_job_and_a_gpu_trainer():
     targets = set(re.findall(r"^FROM \S+ AS (\S+)", read("Dockerfile"), re.M))
     assert services["train"]["build"]["target"] in targets and services["preprocess"]["build"]["target"] in targets
     assert os.path.exists(os.path.join(REPO, services["mlflow"]["build"]["dockerfile"]))
-    for name in ("preprocess", "train"):
+    for name in ("preprocess", "train", "input-worker"):
         assert services[name]["environment"]["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    # The tf.data service: workers run foodpipe's (the augmentation) and find the dispatcher's port.
+    dispatcher = services["input-dispatcher"]["command"]
+    dispatcher_port = dispatcher[dispatcher.index("--port") + 1]
+    assert services["input-worker"]["build"]["target"] == services["input-dispatcher"]["build"]["target"] == "trainer"
+    assert f"foodpipe input-service worker --dispatcher input-dispatcher:{dispatcher_port}" in \
+        " ".join(services["input-worker"]["entrypoint"])
 
 
 def test_compose_takes_every_secret_from_the_environment():
@@ -86,7 +93,7 @@ def test_image_installs_exactly_as_the_guide_says():
 
 SETUP = "docker/minio/setup.sh"
 # The MinIO user each service signs in as: its policy is docker/minio/ROLE.json.
-ROLES = {"preprocess": "preprocess", "train": "trainer", "mlflow": "mlflow"}
+ROLES = {"preprocess": "preprocess", "train": "trainer", "mlflow": "mlflow", "input-worker": "trainer"}
 WRITES = {"s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"}
 
 

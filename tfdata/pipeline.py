@@ -203,7 +203,8 @@ def train_dataset(data: str | DatasetInfo, split: str, config: InputConfig, inpu
                              with_ids=with_ids)
     size = config.image_size
     dataset = examples.map(lambda encoded, label, *ids: (decode_train_image(encoded, config), label, *ids),
-                           num_parallel_calls=AUTOTUNE, deterministic=ordered).batch(replica_batch(config, input_context))
+                           num_parallel_calls=AUTOTUNE, deterministic=ordered)
+    dataset = dataset.batch(replica_batch(config, input_context))
     if config.any_augmentation:
         augmenter = None if config.input_service else augment.Augmenter(config)
 

@@ -331,6 +331,8 @@ def train_and_evaluate(config: TrainConfig, writer=None, progress: bool = True, 
     strategy = start_compute(config)
     chief = strategies.is_chief()
     info = read_dataset(config)
+    if config.input.input_service:
+        service.check_reachable(config.input.input_service)
     writer = writer or make_writer(config, chief)
     with strategy.scope():
         model = build_model(config, info.num_classes, info.pixel_stats,

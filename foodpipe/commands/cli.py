@@ -246,7 +246,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, object]:
     parser = build_parser()
     argv, location, from_file = settings.expand_config_file(argv, repeatable=settings.repeated(TuneConfig))
     args, unknown = parser.parse_known_args(argv)
-    settings.check_unknown(unknown, location, from_file, " ".join(argv[:2] if argv[0] in ("bench", "input-service") else argv[:1]))
+    command = " ".join(argv[:2] if argv[0] in ("bench", "input-service") else argv[:1])
+    settings.check_unknown(unknown, location, from_file, command)
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args, settings.from_args(args.config_class, args)

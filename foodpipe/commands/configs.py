@@ -117,6 +117,6 @@ class DispatcherConfig:
 @dataclasses.dataclass(frozen=True)
 class WorkerConfig:
     dispatcher: str = setting(help="the dispatcher, HOST:PORT or grpc://HOST:PORT")
-    port: int = setting(5051, "port to listen on; 0 picks a free one (printed)")
+    port: int = setting(5052, "port the trainers fetch batches from; 0 picks a free one (printed)")
     address: str = setting(socket.gethostname(), "host name by which trainers reach this worker (this "
                                                  "machine's name)")

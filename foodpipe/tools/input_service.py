@@ -73,7 +73,7 @@ class Presence:
                     pass
             except OSError:
                 pass
-            self._change(name, False)
+            pass
 
     def close(self) -> None:
         self.server.close()
@@ -89,8 +89,8 @@ def dispatcher(port: int, work_dir: str | None) -> int:
     config = tf.data.experimental.service.DispatcherConfig(port=port, work_dir=work_dir,
                                                            fault_tolerant_mode=bool(work_dir))
     stop = stop_on_signals()
+    presence = Presence(presence_port(port))  # first: a worker that reaches the dispatcher finds it
     server = tf.data.experimental.service.DispatchServer(config)
-    presence = Presence(presence_port(port))
     say("dispatcher", f"serving on grpc://{socket.gethostname()}:{port} (workers' presence on port "
                       f"{presence_port(port)}){f', work dir {work_dir}' if work_dir else ''}")
     while not stop.wait(WATCH_SECONDS):
@@ -99,6 +99,15 @@ def dispatcher(port: int, work_dir: str | None) -> int:
     server._stop()  # noqa: SLF001 (DispatchServer.stop is the same, but not in every version)
     say("dispatcher", "stopped")
     return 0
+
+
+def reachable(host: str, port: int) -> bool:
+    """Whether the dispatcher's own port takes connections."""
+    try:
+        socket.create_connection((host, port), timeout=WATCH_SECONDS).close()
+        return True
+    except OSError:
+        return False
 
 
 def announce(host: str, port: int, name: str) -> socket.socket | None:
@@ -129,26 +138,33 @@ def worker(dispatcher_address: str, port: int, address: str) -> int:
     from tfdata import filesystem, service
 
     host, dispatcher_port = service.host_port(dispatcher_address)
+    dispatcher = f"{host}:{dispatcher_port}"
     filesystem.ensure_readable("s3://any", s3.S3Settings.from_env())  # shards may be on S3: load the plugin now
     service.serve_augmentation()
-    config = tf.data.experimental.service.WorkerConfig(
-        dispatcher_address=f"{host}:{dispatcher_port}", worker_address=f"{address}:%port%", port=port)
+    config = tf.data.experimental.service.WorkerConfig(dispatcher_address=dispatcher,
+                                                       worker_address=f"{address}:%port%", port=port)
     stop = stop_on_signals()
+    # Starting registers with the dispatcher and blocks, holding the GIL, until it answers: first
+    # wait for it here, where signals are still seen.
+    if not reachable(host, dispatcher_port):
+        say("worker", f"dispatcher {dispatcher} is not reachable yet (waiting for it)")
+        while not reachable(host, dispatcher_port):
+            if stop.wait(WATCH_SECONDS / 4):
+                say("worker", "stopped")
+                return 0
     server = tf.data.experimental.service.WorkerServer(config)
     name = f"{address}:{server._address.rsplit(':', 1)[1]}"  # noqa: SLF001 (the bound port, when --port 0)
-    say("worker", f"serving on {name} for dispatcher {host}:{dispatcher_port}")
+    say("worker", f"serving on {name} for dispatcher {dispatcher}")
     connection = announce(host, dispatcher_port, name)
-    if connection is None:
-        say("worker", f"dispatcher {host}:{dispatcher_port} is not reachable yet (waiting for it)")
     while not stop.is_set():
         if connection is None:
             connection = None if stop.wait(WATCH_SECONDS) else announce(host, dispatcher_port, name)
             if connection is not None:
-                say("worker", f"dispatcher {host}:{dispatcher_port} is back")
+                say("worker", f"dispatcher {dispatcher} is back")
         elif closed(connection):
             connection.close()
             connection = None
-            say("worker", f"dispatcher {host}:{dispatcher_port} went away (waiting for it)")
+            say("worker", f"dispatcher {dispatcher} went away (waiting for it)")
     if connection is not None:
         connection.close()
     server._stop()  # noqa: SLF001
