@@ -73,7 +73,7 @@ class Presence:
                     pass
             except OSError:
                 pass
-            pass
+            self._change(name, False)
 
     def close(self) -> None:
         self.server.close()
