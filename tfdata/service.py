@@ -12,7 +12,8 @@ under a tenth of the local pipeline's CPU per image.
 
 Each epoch is one ``distributed_epoch`` job: the dispatcher hands out the split's shard files one
 by one to whichever worker asks, so an epoch sees every train record exactly once however many
-workers there are (a worker killed mid-epoch loses the files it held: ``epoch_shortfall``).
+workers there are. TensorFlow 2.16's dispatcher never drops a worker that died, so a job with a
+task on it waits for ever: ``StallWatch`` turns that into one line.
 """
 
 import dataclasses
