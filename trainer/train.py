@@ -160,13 +160,17 @@ def run_tags(strategy: tf.distribute.Strategy) -> dict:
     }
 
 
-def explain_input_error(info: DatasetInfo) -> RunFailed:
-    """After a ``DataLossError`` while training: name the corrupt shard(s) of either split."""
-    for split in (schema.TRAIN, schema.VAL):
-        error = pipeline.explain_data_loss(info, split)
-        if isinstance(error, CorruptShards):
-            return error
-    return RunFailed(f"corrupt data in {info.uri}")
+def explain_input_error(info: DatasetInfo, error: tf.errors.OpError, address: str | None) -> Exception:
+    """What to raise after a TensorFlow error while training: for a ``DataLossError``, the corrupt
+    shard(s) of either split named; for the input service's errors a user can act on, one line;
+    else the error itself."""
+    if isinstance(error, tf.errors.DataLossError):
+        for split in (schema.TRAIN, schema.VAL):
+            explained = pipeline.explain_data_loss(info, split)
+            if isinstance(explained, CorruptShards):
+                return explained
+        return RunFailed(f"corrupt data in {info.uri}")
+    return (service.explain(error, address) if address else None) or error
 
 
 def distributed_datasets(strategy, config: TrainConfig, inputs: InputConfig, info: DatasetInfo, multi_worker: bool,
@@ -264,13 +268,16 @@ def start_compute(config: TrainConfig) -> tf.distribute.Strategy:
 
 
 def read_dataset(config: TrainConfig) -> DatasetInfo:
-    """The dataset, read once; a one-line error for a held-out set or a missing or empty split."""
+    """The dataset, read once; a one-line error for a held-out set, a missing or empty split, or an
+    input service that does not answer."""
     info = datasets.load(config.data)
     if info.pixel_stats is None:
         raise FoodpipeError(f"{config.data} is a held-out set (no train split, so no pixel statistics): models are "
                             f"evaluated on it ('foodpipe evaluate --data {config.data}'), not trained")
     for split in (schema.TRAIN, schema.VAL):
         pipeline.shard_paths(info, split)
+    if config.input.input_service:
+        service.check_reachable(config.input.input_service)
     return info
 
 
@@ -331,8 +338,6 @@ def train_and_evaluate(config: TrainConfig, writer=None, progress: bool = True, 
     strategy = start_compute(config)
     chief = strategies.is_chief()
     info = read_dataset(config)
-    if config.input.input_service:
-        service.check_reachable(config.input.input_service)
     writer = writer or make_writer(config, chief)
     with strategy.scope():
         model = build_model(config, info.num_classes, info.pixel_stats,
@@ -361,15 +366,12 @@ def train_and_evaluate(config: TrainConfig, writer=None, progress: bool = True, 
         last_logs = fit(config, strategy, model, info, initial_epoch, callbacks, progress, writer)
         kept_epoch, kept_logs = keep_epoch(config, model, best, last_logs, writer)
         model_uri = log_outputs(writer, model, config, info, history, kept_logs) if chief else None
-    except tf.errors.DataLossError:
-        writer.finish("FAILED")
-        raise explain_input_error(info) from None
     except tf.errors.OpError as exc:
         writer.finish("FAILED")
-        explained = service.explain(exc, config.input.input_service) if config.input.input_service else None
-        if explained:
-            raise explained from None
-        raise
+        explained = explain_input_error(info, exc, config.input.input_service)
+        if explained is exc:
+            raise
+        raise explained from None
     except BaseException as exc:
         writer.finish(getattr(exc, "run_status", "FAILED"))
         raise

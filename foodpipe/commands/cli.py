@@ -40,14 +40,14 @@ def cmd_s3_server(config: configs.S3ServerConfig, args):
 
 
 def cmd_dispatcher(config: configs.DispatcherConfig, args):
-    from foodpipe.tools import input_service
+    from tfdata import service_servers as input_service
 
     _s3_settings(args)
     return input_service.dispatcher(config.port, config.work_dir)
 
 
 def cmd_worker(config: configs.WorkerConfig, args):
-    from foodpipe.tools import input_service
+    from tfdata import service_servers as input_service
 
     _s3_settings(args)
     return input_service.worker(config.dispatcher, config.port, config.address)

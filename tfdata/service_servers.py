@@ -1,5 +1,6 @@
 """``foodpipe input-service dispatcher`` and ``foodpipe input-service worker``: the tf.data service's
-two long-running processes (``tfdata.service`` is the trainer's side).
+two long-running processes (``tfdata.service`` is the trainer's side; a worker serves
+``tfdata.augment``, so this is input-pipeline code, not a tool).
 
 Each prints one line when it is serving, one line whenever a peer comes or goes, and stops cleanly
 on SIGTERM or Ctrl-C (exit 0). S3 settings come from the environment, as for every command: the
