@@ -27,16 +27,14 @@ import contextlib
 import dataclasses
 import io
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 import tensorflow as tf
 
-from foodpipe import datasets, process, s3, schema, storage, uri
+from foodpipe import datasets, s3, schema, storage, uri
 from foodpipe.datasets import DatasetInfo
-from foodpipe.errors import RunFailed
 from tfdata import augment, pipeline, service
 from tfdata.config import InputConfig
 
@@ -213,13 +211,8 @@ def measure_service(info: DatasetInfo, config: InputConfig, images: int) -> dict
     """The train view made by the service's workers (``measure``; each pass a new epoch job), under a
     ``StallWatch`` that ends the benchmark with one line if the service stops answering."""
     dataset = pipeline.train_dataset(info, schema.TRAIN, config)
-    watch = service.StallWatch(config.input_service, config.input_service_timeout, stall_exit)
+    watch = service.StallWatch(config.input_service, config.input_service_timeout)
     return measure(dataset, images, watch)
-
-
-def stall_exit(message: str) -> None:
-    print(f"{process.PREFIX} {message}", file=sys.stderr, flush=True)
-    process.exit_now(RunFailed.exit_code)
 
 
 def _run(info: DatasetInfo, config: InputConfig, images: int, seed_images: int, input_service: str | None) -> dict:

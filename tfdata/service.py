@@ -20,12 +20,14 @@ import dataclasses
 import json
 import os
 import socket
+import sys
 import threading
 import time
 
 import tensorflow as tf
 from tensorflow.python.ops import gen_script_ops, script_ops
 
+from foodpipe import logs, process
 from foodpipe.errors import FoodpipeError, RunFailed
 from tfdata import augment
 from tfdata.config import InputConfig
@@ -103,14 +105,15 @@ def serve_augmentation() -> None:
 
 class StallWatch:
     """``with watch:`` around each wait for a batch from the service: a wait longer than
-    ``timeout`` seconds calls ``on_stall(message)`` (from a watching thread; it must end the
-    process: the waiting thread is blocked inside TensorFlow and cannot be interrupted).
+    ``timeout`` seconds ends the process with one line and exit 3, after ``before_exit()`` (the
+    trainer marks its MLflow run FAILED there). Ended from a watching thread: the waiting one is
+    blocked inside TensorFlow and cannot be interrupted.
 
     Why: TensorFlow 2.16's dispatcher never takes a dead worker's tasks away, so a job that had one
     waits for it for ever (a new epoch too, until a worker is back at the same address)."""
 
-    def __init__(self, address: str, timeout: float, on_stall):
-        self.address, self.timeout, self.on_stall = address, timeout, on_stall
+    def __init__(self, address: str, timeout: float, before_exit=lambda: None):
+        self.address, self.timeout, self.before_exit = address, timeout, before_exit
         self._since = None
         self._wake = threading.Event()
         threading.Thread(target=self._watch, name="input-service-watch", daemon=True).start()
@@ -131,12 +134,14 @@ class StallWatch:
                 self._wake.clear()
                 continue
             left = since + self.timeout - time.monotonic()
-            if left <= 0:
-                self.on_stall(f"no batch from input service {self.address} for {self.timeout:g} s: a worker went "
-                              f"away or stopped (see the dispatcher's and workers' lines); restart it at the same "
-                              f"address, then rerun to resume from the last checkpoint")
-                return
-            time.sleep(min(left, 1.0))
+            if left > 0:
+                time.sleep(min(left, 1.0))
+                continue
+            print(f"{process.PREFIX} no batch from input service {logs.redact(self.address)} for {self.timeout:g} s: "
+                  f"a worker went away or stopped (see the dispatcher's and workers' lines); restart it at the "
+                  f"same address, then rerun to resume from the last checkpoint", file=sys.stderr, flush=True)
+            self.before_exit()
+            process.exit_now(RunFailed.exit_code)
 
 
 def explain(error: tf.errors.OpError, address: str) -> RunFailed | None:

@@ -144,9 +144,7 @@ class DistributedLoop:
         return tf.reduce_sum(losses * weights), self._confusion(labels, predictions, weights)
 
     def _distributed_train_step(self, iterator):
-        images, labels = next(iterator)
-        results = self.strategy.run(self._replica_train_step, args=(images, labels))
-        return [self.strategy.reduce(SUM, value, axis=None) for value in results]
+        return self._distributed_batch_step(*next(iterator))
 
     def _distributed_batch_step(self, images, labels):
         results = self.strategy.run(self._replica_train_step, args=(images, labels))

@@ -9,14 +9,13 @@ import hashlib
 import logging
 import math
 import os
-import sys
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 import models
-from foodpipe import datasets, logs, process, schema, storage
+from foodpipe import datasets, schema, storage
 from foodpipe.datasets import DatasetInfo
 from foodpipe.errors import CorruptShards, FoodpipeError, RunFailed
 from tfdata import pipeline, service
@@ -296,16 +295,6 @@ def global_batches(info: DatasetInfo, split: str, batch_size: int) -> int:
     return math.ceil(info.count(split) / batch_size)
 
 
-def stall_exit(writer):
-    """What a stalled input service does to the run: one line, the MLflow run FAILED, exit 3 (the
-    checkpoint stays, for a resume)."""
-    def stop(message: str) -> None:
-        print(f"{process.PREFIX} {logs.redact(message)}", file=sys.stderr, flush=True)
-        writer.finish("FAILED")
-        process.exit_now(RunFailed.exit_code)
-    return stop
-
-
 def fit(config: TrainConfig, strategy, model: keras.Model, info: DatasetInfo, initial_epoch: int, callbacks,
         progress: bool = True, writer=None) -> dict:
     """Train from ``initial_epoch``; returns the last epoch's logs (with val's confusion matrix,
@@ -316,7 +305,8 @@ def fit(config: TrainConfig, strategy, model: keras.Model, info: DatasetInfo, in
     if address and multi_worker:
         raise FoodpipeError("--input-service feeds one trainer: with several (TF_CONFIG) their epochs would differ "
                             "in steps; train without it, or on one machine's GPUs")
-    watch = service.StallWatch(address, config.input.input_service_timeout, stall_exit(writer)) if address else None
+    watch = service.StallWatch(address, config.input.input_service_timeout, lambda: writer.finish("FAILED")) \
+        if address else None
     validation_steps = global_batches(info, schema.VAL, config.input.batch_size) if multi_worker else None
     train_data, val_data = distributed_datasets(strategy, config, config.input_config(), info, multi_worker,
                                                 steps_done=initial_epoch * steps_per_epoch)
