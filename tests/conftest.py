@@ -110,17 +110,20 @@ class InputService:
     def __init__(self, workers: int = 2, env=None):
         self.port, self.env = free_port_pair(), env
         self.address = f"grpc://127.0.0.1:{self.port}"
+        # All at once (each process spends seconds importing TensorFlow): workers wait for their dispatcher.
         self.dispatcher = Watched([sys.executable, "-m", "foodpipe", "input-service", "dispatcher",
                                    "--port", str(self.port)], env=env)
-        self.dispatcher.wait_for("serving on")
-        self.workers = [self.start_worker(free_port()) for _ in range(workers)]
+        self.workers = [self.start_worker(free_port(), wait=False) for _ in range(workers)]
+        for worker in self.workers:
+            worker.wait_for("serving on")
         self.dispatcher.wait_for(rf"\({workers} workers\)")
 
-    def start_worker(self, port: int) -> "Watched":
+    def start_worker(self, port: int, wait: bool = True) -> "Watched":
         worker = Watched([sys.executable, "-m", "foodpipe", "input-service", "worker", "--dispatcher",
                           f"127.0.0.1:{self.port}", "--port", str(port), "--address", "127.0.0.1"], env=self.env)
         worker.port = port
-        worker.wait_for("serving on")
+        if wait:
+            worker.wait_for("serving on")
         return worker
 
     def stop(self) -> None:
