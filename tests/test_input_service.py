@@ -83,6 +83,18 @@ def test_an_unreachable_dispatcher_fails_train_and_bench_in_one_line_before_any_
     assert not store.exists()  # train stopped before it made a run
 
 
+def test_several_trainers_on_one_service_are_refused_before_any_run(trainer_dataset, monkeypatch):
+    """Each trainer of a TF_CONFIG cluster would get a different number of batches per epoch."""
+    from tests.test_trainer import train_config
+    from trainer import train
+
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))
+    config = train_config(data=trainer_dataset, input_service=f"grpc://127.0.0.1:{free_port()}")
+    with pytest.raises(FoodpipeError, match="--input-service feeds one trainer"):
+        train.read_dataset(config)
+
+
 def test_the_servers_say_when_they_serve_when_a_peer_goes_and_stop_cleanly_on_sigterm():
     """A worker started before its dispatcher waits for it and says so, and serves once it is up;
     the dispatcher names the

@@ -201,7 +201,7 @@ def run(data_uri: str, config: InputConfig, images: int, seed_images: int, input
     except tf.errors.DataLossError:
         raise pipeline.explain_data_loss(info, schema.TRAIN) from None
     except tf.errors.OpError as exc:
-        explained = service.explain(exc, input_service) if input_service else None
+        explained = service.explain(exc, input_service)
         if explained:
             raise explained from None
         raise

@@ -169,7 +169,7 @@ def explain_input_error(info: DatasetInfo, error: tf.errors.OpError, address: st
             if isinstance(explained, CorruptShards):
                 return explained
         return RunFailed(f"corrupt data in {info.uri}")
-    return (service.explain(error, address) if address else None) or error
+    return service.explain(error, address) or error
 
 
 def distributed_datasets(strategy, config: TrainConfig, inputs: InputConfig, info: DatasetInfo, multi_worker: bool,
@@ -268,7 +268,7 @@ def start_compute(config: TrainConfig) -> tf.distribute.Strategy:
 
 def read_dataset(config: TrainConfig) -> DatasetInfo:
     """The dataset, read once; a one-line error for a held-out set, a missing or empty split, or an
-    input service that does not answer."""
+    input service that does not answer or cannot feed this run (several trainers)."""
     info = datasets.load(config.data)
     if info.pixel_stats is None:
         raise FoodpipeError(f"{config.data} is a held-out set (no train split, so no pixel statistics): models are "
@@ -276,6 +276,9 @@ def read_dataset(config: TrainConfig) -> DatasetInfo:
     for split in (schema.TRAIN, schema.VAL):
         pipeline.shard_paths(info, split)
     if config.input.input_service:
+        if strategies.cluster_size() > 1:
+            raise FoodpipeError("--input-service feeds one trainer: with several (TF_CONFIG) their epochs would "
+                                "differ in steps; train without it, or on one machine's GPUs")
         service.check_reachable(config.input.input_service)
     return info
 
@@ -302,9 +305,6 @@ def fit(config: TrainConfig, strategy, model: keras.Model, info: DatasetInfo, in
     steps_per_epoch = global_batches(info, schema.TRAIN, config.input.batch_size)
     multi_worker = strategies.cluster_size() > 1
     address = config.input.input_service
-    if address and multi_worker:
-        raise FoodpipeError("--input-service feeds one trainer: with several (TF_CONFIG) their epochs would differ "
-                            "in steps; train without it, or on one machine's GPUs")
     watch = service.StallWatch(address, config.input.input_service_timeout, lambda: writer.finish("FAILED")) \
         if address else None
     validation_steps = global_batches(info, schema.VAL, config.input.batch_size) if multi_worker else None
