@@ -62,8 +62,7 @@ def write_dataset(config: job_config.PreprocessConfig, planned: preflight.Plan, 
     for name, count in counts.items():
         for index in range(count):
             key = (name, index, count)
-            transforms.write_shard(f"{config.output}/{schema.shard_name(*key)}", shards[key], config.seed,
-                                   config.policy, settings)
+            transforms.write_shard(f"{config.output}/{schema.shard_name(*key)}", shards[key], config.seed, settings)
     transforms.write_manifest([transforms.manifest_table([transforms.manifest_row(r) for r in records])],
                               f"{config.output}/{schema.MANIFEST_FILE}",
                               settings)

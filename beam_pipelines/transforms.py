@@ -22,7 +22,7 @@ from beam_pipelines import split
 from beam_pipelines.preflight import locate
 from beam_pipelines.stats import ChannelStatsFn
 from foodpipe import images, process_memory, s3, schema, storage
-from foodpipe.tfrecord import TFRecordWriter
+from foodpipe.tfrecord import TFRecordWriter, crc32c
 
 NAMESPACE = "foodpipe.preprocess"
 PROGRESS_REPORT_S = 1.0  # how often a worker's DoFn instance updates its count
@@ -41,6 +41,7 @@ class ImageRecord:
     height: int
     width: int
     stored_size: int
+    stored_crc32c: int  # of the bytes the shard stores: the writer checks them against it, unparsed
     sums: images.PixelSums
     split: str | None = None  # None until the hash places it, where no list did
     converted_uri: str | None = None  # where the converted bytes wait; None: the raw file is stored as it is
@@ -131,6 +132,7 @@ class InspectImageFn(beam.DoFn):
             self.rejected.inc()
             return Rejection(path, found.reason)
         converted_uri = None
+        stored = found.converted_data if found.converted else data
         if found.converted:
             self.converted.inc()
             converted_uri = f"{self.converted_dir}/{hashlib.sha256(path.encode()).hexdigest()}.jpg"
@@ -138,7 +140,7 @@ class InspectImageFn(beam.DoFn):
         return ImageRecord(
             image_id=image_id, uri=path, class_name=class_name, label=self.labels[class_name],
             height=found.height, width=found.width, stored_size=found.stored_size,
-            sums=found.sums, converted_uri=converted_uri, split=placed, group=self.split_plan.group(image_id),
+            stored_crc32c=crc32c(stored), sums=found.sums, converted_uri=converted_uri, split=placed, group=self.split_plan.group(image_id),
         )
 
 
@@ -232,29 +234,27 @@ def key_by_shard(record: ImageRecord, counts: dict[str, int], seed: int):
     return (record.split, index, count), record
 
 
-def encode_shard(records, seed: int, policy: images.StorePolicy, settings: s3.S3Settings, out: BinaryIO) -> int:
+def encode_shard(records, seed: int, settings: s3.S3Settings, out: BinaryIO) -> int:
     """Writes one shard's TFRecords to ``out`` and returns their count: records in a seeded random
-    order (so classes are mixed), each image read again (its converted copy if it had to be
-    converted)."""
+    order (so classes are mixed), each image's stored bytes read again (the raw file, or its
+    converted copy if it had to be converted) and checked against the size and CRC32C validation
+    recorded, not parsed again: validation already decided what is stored."""
     ordered = sorted(records, key=lambda r: (split.stable_hash(seed, "order", r.image_id), r.image_id))
     writer = TFRecordWriter(out)
     for record in ordered:
-        if record.converted_uri:
-            data = storage.read(record.converted_uri, settings)
-        else:
-            data = images.stored_bytes(storage.read(record.uri, settings), policy)
-        if len(data) != record.stored_size:
+        data = storage.read(record.converted_uri or record.uri, settings)
+        if len(data) != record.stored_size or crc32c(data) != record.stored_crc32c:
             raise RuntimeError(f"{record.uri} changed while the job was running")
         writer.write(schema.to_example(data, record.image_id, record.label, record.class_name, record.height,
                                        record.width))
     return writer.records
 
 
-def write_shard(location: str, records, seed: int, policy: images.StorePolicy, settings: s3.S3Settings) -> dict:
+def write_shard(location: str, records, seed: int, settings: s3.S3Settings) -> dict:
     """Encodes a shard into a local temporary file (the worker's memory holds one image at a time,
     not the shard) and writes it to ``location`` in one piece; returns its record count and size."""
     with tempfile.TemporaryFile(prefix="foodpipe-shard-") as encoded:
-        written = encode_shard(records, seed, policy, settings, encoded)
+        written = encode_shard(records, seed, settings, encoded)
         size = encoded.tell()
         encoded.seek(0)
         storage.write(location, encoded, settings)
@@ -266,15 +266,15 @@ class WriteShardFn(beam.DoFn):
     beside it (``MANIFEST_PARTS/<shard>.parquet``), so that no step gathers every image's row.
     Yields the shard's facts: its name, record count, bytes, manifest part and class counts."""
 
-    def __init__(self, directory: str, seed: int, policy: images.StorePolicy, settings: s3.S3Settings):
-        self.directory, self.seed, self.settings, self.policy = directory, seed, settings, policy
+    def __init__(self, directory: str, seed: int, settings: s3.S3Settings):
+        self.directory, self.seed, self.settings = directory, seed, settings
         self.written = Metrics.counter(NAMESPACE, "images_written")
 
     def process(self, shard_and_records):
         (split_name, index, count), records = shard_and_records
         records = [r for r in records if r is not None]
         name = schema.shard_name(split_name, index, count)
-        shard = write_shard(f"{self.directory}/{name}", records, self.seed, self.policy, self.settings)
+        shard = write_shard(f"{self.directory}/{name}", records, self.seed, self.settings)
         part = f"{self.directory}/{MANIFEST_PARTS}/{name}.parquet"
         storage.write(part, parquet_bytes(manifest_table([manifest_row(r) for r in records])), self.settings)
         self.written.inc(shard["count"])
@@ -291,11 +291,9 @@ class WriteShards(beam.PTransform):
     Dask runner feeds side inputs duplicated elements, and a constant is simpler on every runner.
     """
 
-    def __init__(self, directory: str, counts: dict[str, int], seed: int, policy: images.StorePolicy,
-                 settings: s3.S3Settings):
+    def __init__(self, directory: str, counts: dict[str, int], seed: int, settings: s3.S3Settings):
         super().__init__()
-        self.directory, self.counts, self.seed = directory, counts, seed
-        self.policy, self.settings = policy, settings
+        self.directory, self.counts, self.seed, self.settings = directory, counts, seed, settings
 
     def expand(self, records):
         keyed = records | "KeyByShard" >> beam.Map(key_by_shard, self.counts, self.seed)
@@ -307,7 +305,7 @@ class WriteShards(beam.PTransform):
             | "WithEmptyShards" >> beam.Flatten()
             | "GroupByShard" >> beam.GroupByKey()
             | "Write" >> beam.ParDo(
-                WriteShardFn(self.directory, self.seed, self.policy, self.settings))
+                WriteShardFn(self.directory, self.seed, self.settings))
         )
 
 
@@ -448,6 +446,6 @@ def build(pipeline, config, planned, staging: str, settings: s3.S3Settings, prog
     records = accepted | "AssignSplits" >> AssignSplits(planned.split_plan)
     stats = records | "ComputeStats" >> ComputeStats()
     shards = records | "WriteShards" >> WriteShards(
-        staging, planned.shard_counts, config.seed, config.policy, settings)
+        staging, planned.shard_counts, config.seed, settings)
     return {"rejected": rejected, "shards": shards, "stats": stats} | (
         "WriteDatasetFiles" >> WriteDatasetFiles(staging, settings))

@@ -12,8 +12,12 @@ import google_crc32c
 _MASK_DELTA = 0xA282EAD8
 
 
+def crc32c(data: bytes) -> int:
+    return google_crc32c.value(data)
+
+
 def masked_crc32c(data: bytes) -> int:
-    crc = google_crc32c.value(data)
+    crc = crc32c(data)
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 

@@ -1,21 +1,24 @@
 import collections
 import dataclasses
 import hashlib
+import io
 import os
 
 import apache_beam as beam
+import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipelines import preflight, single_process, split, transforms
 from foodpipe import images
 from foodpipe.s3 import S3Settings
+from foodpipe.tfrecord import crc32c
 from tests.test_images import jpeg
 
 
 def record(image_id, split_name=None, sums=images.ZERO_SUMS):
     class_name = image_id.split("/")[0]
-    return transforms.ImageRecord(image_id, f"/x/images/{image_id}.jpg", class_name, 0, 10, 10, 100, sums,
+    return transforms.ImageRecord(image_id, f"/x/images/{image_id}.jpg", class_name, 0, 10, 10, 100, 0, sums,
                                   split_name)
 
 
@@ -113,12 +116,11 @@ def test_write_shards_writes_every_shard_with_all_records(tmp_path):
         data = jpeg(seed=i)
         (source / f"{i}.jpg").write_bytes(data)
         records.append(dataclasses.replace(record(f"pizza/{i}", "train"), uri=str(source / f"{i}.jpg"),
-                                           stored_size=len(data)))
+                                           stored_size=len(data), stored_crc32c=crc32c(data)))
     out = tmp_path / "out"
     with pipeline() as p:
         written = (p | beam.Create(records)
-                   | transforms.WriteShards(str(out), {"train": 4}, seed=0, policy=images.StorePolicy(min_side=1),
-                                          settings=S3Settings())
+                   | transforms.WriteShards(str(out), {"train": 4}, seed=0, settings=S3Settings())
                    | beam.Map(lambda s: s["name"]))
         assert_that(written, equal_to([schema.shard_name("train", i, 4) for i in range(4)]))
     ids = [tf.io.parse_single_example(r, schema.feature_spec())[schema.IMAGE_ID].numpy().decode()
@@ -131,13 +133,15 @@ def test_write_shards_writes_every_shard_with_all_records(tmp_path):
     assert sorted(i for part in parts for i in part.column("id").to_pylist()) == sorted(ids)
 
 
-def test_each_image_is_converted_once(raw_dataset, tmp_path, monkeypatch):
-    """Validation converts (PNGs, greyscale...); writing the shard reuses that copy, not a second conversion."""
-    conversions = collections.Counter()
+def test_each_image_is_parsed_and_converted_once(raw_dataset, tmp_path, monkeypatch):
+    """Validation parses every image and converts some (PNGs, greyscale...); writing the shard reuses
+    that decision and that copy: no image is parsed, nor converted, a second time."""
+    parsed, conversions = collections.Counter(), collections.Counter()
     convert = images.stored_bytes
 
     def counting(data, policy=images.DEFAULT_POLICY):
         stored = convert(data, policy)
+        parsed[hashlib.sha256(data).hexdigest()] += 1
         if stored is not data:
             conversions[hashlib.sha256(data).hexdigest()] += 1
         return stored
@@ -145,6 +149,22 @@ def test_each_image_is_converted_once(raw_dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(images, "stored_bytes", counting)
     single_process.run(["--input", raw_dataset, "--output", str(tmp_path / "out")])
     assert conversions and set(conversions.values()) == {1}
+    assert len(parsed) > len(conversions) and set(parsed.values()) == {1}
+
+
+def test_a_file_changed_after_validation_stops_its_shard(tmp_path):
+    """The writer checks each image's bytes against validation's size and CRC32C: a file rewritten
+    in between with other bytes of the same size is caught, not stored unchecked."""
+    path = tmp_path / "images" / "pizza" / "1.jpg"
+    path.parent.mkdir(parents=True)
+    data = jpeg(seed=1)
+    path.write_bytes(data)
+    checked = dataclasses.replace(record("pizza/1", "train"), uri=str(path), stored_size=len(data),
+                                  stored_crc32c=crc32c(data))
+    transforms.encode_shard([checked], 0, S3Settings(), io.BytesIO())
+    path.write_bytes(data[:-2] + bytes([data[-2] ^ 1]) + data[-1:])
+    with pytest.raises(RuntimeError, match="1.jpg changed while the job was running"):
+        transforms.encode_shard([checked], 0, S3Settings(), io.BytesIO())
 
 
 def gathered_parts(tmp_path, per_class: int) -> int:
@@ -174,3 +194,4 @@ def test_no_step_gathers_every_image_in_one_place(tmp_path):
     (It used to receive every image's manifest row and class count.)"""
     few, many = gathered_parts(tmp_path, 4), gathered_parts(tmp_path, 16)
     assert few == many == 3 + 1 + 1  # one shard per split at the default shard size; stats; start
+
