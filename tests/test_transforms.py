@@ -195,3 +195,24 @@ def test_no_step_gathers_every_image_in_one_place(tmp_path):
     few, many = gathered_parts(tmp_path, 4), gathered_parts(tmp_path, 16)
     assert few == many == 3 + 1 + 1  # one shard per split at the default shard size; stats; start
 
+
+def test_the_jobs_direct_runner_never_tries_prism(monkeypatch):
+    """Beam's own DirectRunner (2.77) hands a batch job to Prism first, which downloads a binary
+    (online, the job would then run in Prism's one worker process); the job's DirectRunner, the
+    default, goes straight to the FnApiRunner."""
+    from apache_beam.runners.portability import prism_runner
+
+    from beam_pipelines import options
+
+    tried = []
+
+    def prism(self, pipeline, pipeline_options):
+        tried.append(pipeline)
+        raise RuntimeError("no Prism binary here")
+
+    monkeypatch.setattr(prism_runner.PrismRunner, "run_pipeline", prism)
+    job_options = options.pipeline_options(["--direct_running_mode=in_memory", "--direct_num_workers=1"],
+                                           S3Settings())
+    with beam.Pipeline(options=job_options) as p:
+        assert_that(p | beam.Create([1, 2]) | beam.Map(lambda x: x * 2), equal_to([2, 4]))
+    assert options.runner_name(job_options) == "DirectRunner" and not tried
