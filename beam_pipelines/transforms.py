@@ -1,6 +1,7 @@
 """The job's DoFns and composite PTransforms. Small records (ids, sizes, pixel sums) travel
-through the shuffles; image bytes are read where they are used, and a shard is encoded into a
-local temporary file, then written in one piece, never held in memory whole.
+through the shuffles; image bytes are read where they are used, and a shard is encoded straight
+into its file (on S3: into a local temporary file, then sent in one piece), never held in memory
+whole.
 An image that has to be converted (not an RGB JPEG, or over --max-side) is converted once, when it
 is validated: the converted bytes wait in a folder of the staging area until its shard is written."""
 
@@ -11,7 +12,6 @@ import io
 import json
 import os
 import socket
-import tempfile
 import time
 from typing import BinaryIO
 
@@ -251,13 +251,12 @@ def encode_shard(records, seed: int, settings: s3.S3Settings, out: BinaryIO) -> 
 
 
 def write_shard(location: str, records, seed: int, settings: s3.S3Settings) -> dict:
-    """Encodes a shard into a local temporary file (the worker's memory holds one image at a time,
-    not the shard) and writes it to ``location`` in one piece; returns its record count and size."""
-    with tempfile.TemporaryFile(prefix="foodpipe-shard-") as encoded:
+    """Encodes a shard straight into its file (``storage.writing``: in place on a local output, a
+    local temporary file sent in one piece to S3); the worker's memory holds one image at a time,
+    not the shard. Returns its record count and size."""
+    with storage.writing(location, settings) as encoded:
         written = encode_shard(records, seed, settings, encoded)
         size = encoded.tell()
-        encoded.seek(0)
-        storage.write(location, encoded, settings)
     return {"count": written, "bytes": size}
 
 

@@ -11,11 +11,12 @@ Every function takes ``settings`` (default: from the environment). Failures are 
 exceptions; ``describe`` turns any of them into a one-line ``FoodpipeError``.
 """
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 from foodpipe import s3, uri
 from foodpipe.errors import FoodpipeError
@@ -48,22 +49,38 @@ def read(location: str, settings: s3.S3Settings | None = None) -> bytes:
 
 def write(location: str, data: bytes | BinaryIO, settings: s3.S3Settings | None = None) -> None:
     """The whole file, all or nothing: one PUT on S3 (an empty body is fine, unlike a multipart
-    upload with no parts); locally a temporary file renamed into place, parent folders made.
-    ``data`` is bytes, or an open binary file read from its current position to its end (copied
-    in chunks, so a large file need not be in memory)."""
+    upload with no parts); locally as ``writing`` does. ``data`` is bytes, or an open binary file
+    read from its current position to its end (copied in chunks, so a large file need not be in
+    memory)."""
     if uri.is_s3(location):
         bucket, key = uri.split_s3(location)
         _client(settings).put_object(Bucket=bucket, Key=key, Body=data)
+        return
+    with writing(location, settings) as f:
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            f.write(data)
+        else:
+            shutil.copyfileobj(data, f, CHUNK_BYTES)
+
+
+@contextlib.contextmanager
+def writing(location: str, settings: s3.S3Settings | None = None) -> Iterator[BinaryIO]:
+    """A binary file to write ``location`` through, all or nothing, for a file made piece by piece:
+    locally a temporary file in the destination folder (parent folders made), renamed into place
+    when the block ends without an error, so the bytes are written once; on S3 a local temporary
+    file, sent in one PUT then. On an error nothing is left, and the old file (if any) stays."""
+    if uri.is_s3(location):
+        with tempfile.TemporaryFile(prefix="foodpipe-upload-") as staged:
+            yield staged
+            staged.seek(0)
+            write(location, staged, settings)
         return
     folder = os.path.dirname(os.path.abspath(location))
     os.makedirs(folder, exist_ok=True)
     descriptor, partial = tempfile.mkstemp(dir=folder, prefix=".partial-")
     try:
         with os.fdopen(descriptor, "wb") as f:
-            if isinstance(data, (bytes, bytearray, memoryview)):
-                f.write(data)
-            else:
-                shutil.copyfileobj(data, f, CHUNK_BYTES)
+            yield f
         os.chmod(partial, 0o644)
         os.replace(partial, location)
     except BaseException:

@@ -90,6 +90,25 @@ def test_copy_tree_between_kinds(root, tmp_path):
     assert open(os.path.join(local, "meta", "classes.txt"), "rb").read() == b"pizza\n"
 
 
+def test_a_file_written_piece_by_piece_appears_whole_or_not_at_all(root):
+    """``storage.writing`` (how a shard is written): the pieces appear at once when the block ends;
+    an error in the block leaves the old file as it was and nothing partial beside it."""
+    folder, settings = root
+    target = uri.join(folder, "piecewise.bin")
+    storage.write(target, b"old", settings)
+    with pytest.raises(RuntimeError, match="the encoder failed"):
+        with storage.writing(target, settings) as f:
+            f.write(b"new, ")
+            raise RuntimeError("the encoder failed")
+    assert storage.read(target, settings) == b"old"
+    assert sorted(storage.list_files(folder, settings)) == [target]
+    with storage.writing(target, settings) as f:
+        f.write(b"new, ")
+        f.write(b"in two pieces")
+        assert storage.read(target, settings) == b"old"  # not in place before the block ends
+    assert storage.read(target, settings) == b"new, in two pieces"
+
+
 def test_a_local_write_never_leaves_a_partial_file(tmp_path, monkeypatch):
     target = tmp_path / "out" / "data.bin"
     storage.write(str(target), b"old")
