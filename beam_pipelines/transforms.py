@@ -178,12 +178,13 @@ class ReadAndValidate(beam.PTransform):
 
 
 def assign_stratum(stratum_and_records, split_plan: split.SplitPlan):
-    """The hash's placement of one stratum's records (a class, or the groups across classes)."""
+    """One stratum's records (a class, or the groups across classes), placed: the ones a list
+    placed as they are, the others by the hash, among themselves."""
     _, records = stratum_and_records
     records = list(records)
-    splits = split_plan.assign([(r.image_id, r.group) for r in records])
+    splits = split_plan.assign([(r.image_id, r.group) for r in records if r.split is None])
     for record in records:
-        yield dataclasses.replace(record, split=splits[record.image_id])
+        yield record if record.split is not None else dataclasses.replace(record, split=splits[record.image_id])
 
 
 def stratum_key(record: ImageRecord, split_plan: split.SplitPlan):
@@ -191,23 +192,22 @@ def stratum_key(record: ImageRecord, split_plan: split.SplitPlan):
 
 
 class AssignSplits(beam.PTransform):
-    """Stratified, deterministic split. Records a list placed pass through; the others are grouped
-    by stratum (ids only, no pixels) and placed by the hash (``split.SplitPlan``)."""
+    """Stratified, deterministic split: records are grouped by stratum (ids only, no pixels) and
+    the ones no list placed are placed by the hash (``split.SplitPlan``). The ones a list placed go
+    through the same group: one path through the graph, so the runner need not materialize a
+    ``Flatten`` of two (at 101,000 images that cost as much as the grouping)."""
 
     def __init__(self, split_plan: split.SplitPlan):
         super().__init__()
         self.split_plan = split_plan
 
     def expand(self, records):
-        placed = records | "Listed" >> beam.Filter(lambda r: r.split is not None)
-        hashed = (
+        return (
             records
-            | "ToHash" >> beam.Filter(lambda r: r.split is None)
             | "KeyByStratum" >> beam.Map(stratum_key, self.split_plan)
             | "GroupByStratum" >> beam.GroupByKey()
             | "Assign" >> beam.FlatMap(assign_stratum, self.split_plan)
         )
-        return (placed, hashed) | "AllPlaced" >> beam.Flatten()
 
 
 class ComputeStats(beam.PTransform):
@@ -271,7 +271,7 @@ class WriteShardFn(beam.DoFn):
 
     def process(self, shard_and_records):
         (split_name, index, count), records = shard_and_records
-        records = [r for r in records if r is not None]
+        records = list(records)
         name = schema.shard_name(split_name, index, count)
         shard = write_shard(f"{self.directory}/{name}", records, self.seed, self.settings)
         part = f"{self.directory}/{MANIFEST_PARTS}/{name}.parquet"
@@ -284,7 +284,11 @@ class WriteShardFn(beam.DoFn):
 
 
 class WriteShards(beam.PTransform):
-    """Split records -> ``{split}-NNNNN-of-MMMMM.tfrecord``, ``counts[split]`` shards per split.
+    """Split records -> ``{split}-NNNNN-of-MMMMM.tfrecord``, ``counts[split]`` shards per split,
+    each written by the worker that got its group; yields each written shard's facts. A shard no
+    record hashed to is not written here: ``write_missing_shards`` writes it when the facts are
+    gathered (like Beam's own file sinks, which make up their minimum shard count at finalization),
+    so that the records need no ``Flatten`` with one empty entry per shard.
 
     The counts come from the driver (input bytes x split fractions), not from a side input: Beam's
     Dask runner feeds side inputs duplicated elements, and a constant is simpler on every runner.
@@ -295,17 +299,26 @@ class WriteShards(beam.PTransform):
         self.directory, self.counts, self.seed, self.settings = directory, counts, seed, settings
 
     def expand(self, records):
-        keyed = records | "KeyByShard" >> beam.Map(key_by_shard, self.counts, self.seed)
-        # One empty entry per shard, so that a shard no record hashed to is still written.
-        every_shard = records.pipeline | "EveryShard" >> beam.Create(
-            [((name, index, count), None) for name, count in sorted(self.counts.items()) for index in range(count)])
         return (
-            (keyed, every_shard)
-            | "WithEmptyShards" >> beam.Flatten()
+            records
+            | "KeyByShard" >> beam.Map(key_by_shard, self.counts, self.seed)
             | "GroupByShard" >> beam.GroupByKey()
-            | "Write" >> beam.ParDo(
-                WriteShardFn(self.directory, self.seed, self.settings))
+            | "Write" >> beam.ParDo(WriteShardFn(self.directory, self.seed, self.settings))
         )
+
+
+def write_missing_shards(shards: list[dict], counts: dict[str, int], directory: str,
+                         settings: s3.S3Settings) -> list[dict]:
+    """Writes, empty, every planned shard no record hashed to; returns the facts of all shards."""
+    written, shards = {shard["name"] for shard in shards}, list(shards)
+    for split_name, count in sorted(counts.items()):
+        for index in range(count):
+            name = schema.shard_name(split_name, index, count)
+            if name not in written:
+                facts = write_shard(f"{directory}/{name}", [], 0, settings)
+                shards.append({"split": split_name, "name": name, **facts, "class_counts": {},
+                               "writer": f"{socket.gethostname()}:{os.getpid()}"})
+    return sorted(shards, key=lambda s: s["name"])
 
 
 def manifest_row(record: ImageRecord) -> dict:
@@ -376,16 +389,17 @@ def class_counts(shards: list[dict]) -> list[list]:
     return sorted([split_name, class_name, n] for (split_name, class_name), n in counts.items())
 
 
-def write_dataset_files(group, directory: str, settings: s3.S3Settings) -> str:
-    """Manifest (merged from the shards' parts), rejections and ``summary.json`` (the facts the
-    driver turns into ``metadata.json``) from the tagged parts ``WriteDatasetFiles`` gathered;
-    returns the summary's path."""
+def write_dataset_files(group, directory: str, counts: dict[str, int], settings: s3.S3Settings) -> str:
+    """The shards no record hashed to (empty), the manifest (merged from the shards' parts),
+    rejections and ``summary.json`` (the facts the driver turns into ``metadata.json``) from the
+    tagged parts ``WriteDatasetFiles`` gathered; returns the summary's path."""
     parts: dict[str, list] = collections.defaultdict(list)
     for tag, value in group[1]:
         parts[tag].append(value)
     Metrics.counter(NAMESPACE, "dataset_parts_gathered").inc(sum(map(len, parts.values())))
-    shards = sorted(parts["shard"], key=lambda s: s["name"])
-    manifest = write_manifest([read_manifest_part(s.pop("manifest_part"), settings) for s in shards],
+    shards = write_missing_shards(parts["shard"], counts, directory, settings)
+    manifest = write_manifest([read_manifest_part(s.pop("manifest_part"), settings) for s in shards
+                               if "manifest_part" in s],
                               f"{directory}/{schema.MANIFEST_FILE}", settings)
     rejected = write_rejected(parts["rejection"], f"{directory}/{schema.REJECTED_FILE}", settings)
     summary = {
@@ -401,19 +415,19 @@ def write_dataset_files(group, directory: str, settings: s3.S3Settings) -> str:
 
 
 class WriteDatasetFiles(beam.PTransform):
-    """Manifest, rejections and the job summary, next to the shards, written by one step that gets
-    the small results as one group: each part tagged, flattened, grouped under one key. What it
-    gathers grows with the shards and the rejected files, not with the images: each shard writer
-    wrote its records' manifest rows and counted their classes.
+    """Empty shards, manifest, rejections and the job summary, next to the shards, written by one
+    step that gets the small results as one group: each part tagged, flattened, grouped under one
+    key. What it gathers grows with the shards and the rejected files, not with the images: each
+    shard writer wrote its records' manifest rows and counted their classes.
 
     No side inputs and no ``CombineGlobally``: Beam's Dask runner computes a side input anew, with
     every step upstream, each time it is read; with the five side inputs this step had, every image
     was validated five times over on Dask. A start element makes the group exist for an empty input.
     """
 
-    def __init__(self, directory: str, settings: s3.S3Settings):
+    def __init__(self, directory: str, counts: dict[str, int], settings: s3.S3Settings):
         super().__init__()
-        self.directory, self.settings = directory, settings
+        self.directory, self.counts, self.settings = directory, counts, settings
 
     def expand(self, pcolls):
         rejections, shards, stats = (pcolls[k] for k in ("rejected", "shards", "stats"))
@@ -428,7 +442,7 @@ class WriteDatasetFiles(beam.PTransform):
             | "AllParts" >> beam.Flatten()
             | "OneKey" >> beam.Map(lambda part: (None, part))
             | "Gather" >> beam.GroupByKey()
-            | "Write" >> beam.Map(write_dataset_files, self.directory, self.settings)
+            | "Write" >> beam.Map(write_dataset_files, self.directory, self.counts, self.settings)
         )
 
 
@@ -447,4 +461,4 @@ def build(pipeline, config, planned, staging: str, settings: s3.S3Settings, prog
     shards = records | "WriteShards" >> WriteShards(
         staging, planned.shard_counts, config.seed, settings)
     return {"rejected": rejected, "shards": shards, "stats": stats} | (
-        "WriteDatasetFiles" >> WriteDatasetFiles(staging, settings))
+        "WriteDatasetFiles" >> WriteDatasetFiles(staging, planned.shard_counts, settings))

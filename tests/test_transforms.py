@@ -2,6 +2,7 @@ import collections
 import dataclasses
 import hashlib
 import io
+import json
 import os
 
 import apache_beam as beam
@@ -105,6 +106,9 @@ def test_shard_counts_follow_bytes():
 
 
 def test_write_shards_writes_every_shard_with_all_records(tmp_path):
+    """The shards records hashed to are written by ``WriteShards``, each with its manifest part; the
+    planned shards no record hashed to (6 records, 8 shards) are written empty when the facts are
+    gathered (``write_missing_shards``): every planned shard exists, and every record is in one."""
     import tensorflow as tf
 
     from foodpipe import schema
@@ -117,19 +121,23 @@ def test_write_shards_writes_every_shard_with_all_records(tmp_path):
         (source / f"{i}.jpg").write_bytes(data)
         records.append(dataclasses.replace(record(f"pizza/{i}", "train"), uri=str(source / f"{i}.jpg"),
                                            stored_size=len(data), stored_crc32c=crc32c(data)))
-    out = tmp_path / "out"
+    out, facts = tmp_path / "out", tmp_path / "facts.jsonl"
     with pipeline() as p:
-        written = (p | beam.Create(records)
-                   | transforms.WriteShards(str(out), {"train": 4}, seed=0, settings=S3Settings())
-                   | beam.Map(lambda s: s["name"]))
-        assert_that(written, equal_to([schema.shard_name("train", i, 4) for i in range(4)]))
+        (p | beam.Create(records)
+         | transforms.WriteShards(str(out), {"train": 8}, seed=0, settings=S3Settings())
+         | beam.Map(json.dumps) | beam.io.WriteToText(str(facts), shard_name_template=""))
+    written = [json.loads(line) for line in facts.read_text().splitlines()]
+    assert 0 < len(written) <= 6 and all(shard["count"] > 0 for shard in written)
+    shards = transforms.write_missing_shards(written, {"train": 8}, str(out), S3Settings())
+    every_shard = [schema.shard_name("train", i, 8) for i in range(8)]
+    assert [shard["name"] for shard in shards] == every_shard == sorted(p.name for p in out.glob("*.tfrecord"))
+    assert sum(shard["count"] for shard in shards) == 6
     ids = [tf.io.parse_single_example(r, schema.feature_spec())[schema.IMAGE_ID].numpy().decode()
            for r in tf.data.TFRecordDataset(sorted(str(p) for p in out.glob("*.tfrecord")))]
     assert sorted(ids) == sorted(r.image_id for r in records)
-    # Beside each shard, its records' rows of the manifest.
+    # Beside each written shard, its records' rows of the manifest.
     parts = [transforms.read_manifest_part(str(p), S3Settings()) for p in sorted(out.glob("manifest-parts/*"))]
-    assert [p.name for p in sorted(out.glob("manifest-parts/*"))] == \
-        [f"{schema.shard_name('train', i, 4)}.parquet" for i in range(4)]
+    assert [p.name for p in sorted(out.glob("manifest-parts/*"))] == sorted(f"{s['name']}.parquet" for s in written)
     assert sorted(i for part in parts for i in part.column("id").to_pylist()) == sorted(ids)
 
 
@@ -177,7 +185,7 @@ def gathered_parts(tmp_path, per_class: int) -> int:
 
     raw = str(tmp_path / f"raw{per_class}")
     synth.generate(synth.SynthConfig(raw, classes=3, per_class=per_class, seed=1))
-    config = job_config.PreprocessConfig(input=raw, output=str(tmp_path / f"out{per_class}"))
+    config = job_config.PreprocessConfig(input=raw, output=str(tmp_path / f"out{per_class}"), split=(0.5, 0.5, 0.0))
     settings = s3.S3Settings()
     planned = preflight.plan(config, settings)
     p = test_pipeline.TestPipeline(options=beam.options.pipeline_options.PipelineOptions(["--runner=DirectRunner"]))
@@ -193,7 +201,7 @@ def test_no_step_gathers_every_image_in_one_place(tmp_path):
     statistics and a start element, however many images there are: 4x the images, the same count.
     (It used to receive every image's manifest row and class count.)"""
     few, many = gathered_parts(tmp_path, 4), gathered_parts(tmp_path, 16)
-    assert few == many == 3 + 1 + 1  # one shard per split at the default shard size; stats; start
+    assert few == many == 2 + 1 + 1  # one shard for each of train and val at the default size; stats; start
 
 
 def test_the_jobs_direct_runner_never_tries_prism(monkeypatch):
