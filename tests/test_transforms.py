@@ -224,3 +224,14 @@ def test_the_jobs_direct_runner_never_tries_prism(monkeypatch):
     with beam.Pipeline(options=job_options) as p:
         assert_that(p | beam.Create([1, 2]) | beam.Map(lambda x: x * 2), equal_to([2, 4]))
     assert options.runner_name(job_options) == "DirectRunner" and not tried
+
+
+def test_paths_enter_the_job_in_batches_of_consecutive_paths():
+    """About ``PATH_BATCHES`` elements whatever the input's size (one per path below that), every path
+    once, in order: few elements to reshuffle, enough for every worker and partition."""
+    for count in (0, 3, 1500, 101_000):
+        paths = [f"/in/images/c/{i}.jpg" for i in range(count)]
+        batches = transforms.path_batches(paths)
+        assert [path for batch in batches for path in batch] == paths
+        assert len(batches) == count if count < transforms.PATH_BATCHES else \
+            transforms.PATH_BATCHES <= len(batches) < 2 * transforms.PATH_BATCHES
