@@ -21,7 +21,7 @@ from beam_pipelines import output, preflight, transforms
 from beam_pipelines import progress as progress_lines
 from beam_pipelines.metadata import build_metadata, check_every_class_written, result_line, stage_timeline, summary_line
 from beam_pipelines.options import parse, pipeline_options, runner_name, workers_on_this_host
-from foodpipe import logs, process, s3, schema, storage
+from foodpipe import logs, process, process_memory, s3, schema, storage
 from foodpipe.errors import FoodpipeError, RunFailed
 
 log = logging.getLogger("foodpipe.preprocess")
@@ -109,6 +109,7 @@ def execute(config: job_config.PreprocessConfig, beam_args: list[str], s3_endpoi
             progress: bool = True) -> dict:
     settings = s3.S3Settings.from_env(s3_endpoint)
     settings.apply_to_environment()
+    process_memory.limit_arenas()  # before the runner's threads and worker processes start
     options = pipeline_options(beam_args, settings)
     runner = runner_name(options)
 

@@ -23,3 +23,29 @@ def test_freed_heap_pages_go_back_to_the_os():
     assert child.returncode == 0, child.stderr[-2000:]
     found = json.loads(child.stdout)
     assert found["released"] is True and found["freed_mb"] > 100, found
+
+
+ARENAS_CHILD = """
+import json, subprocess, sys
+from foodpipe import process_memory
+cap = process_memory.limit_arenas()
+started = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('MALLOC_ARENA_MAX'))"],
+                         capture_output=True, text=True).stdout.strip()
+print(json.dumps({"cap": cap, "started_process_sees": started}))
+"""
+
+
+def test_the_arena_cap_holds_for_the_process_and_those_it_starts(monkeypatch):
+    """The job's driver and workers cap glibc's arenas (``limit_arenas``); a process they start (the
+    DirectRunner's workers) gets the cap at its own start; an operator's MALLOC_ARENA_MAX is kept."""
+    found = []
+    for given in (None, "4"):
+        if given is None:
+            monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+        else:
+            monkeypatch.setenv("MALLOC_ARENA_MAX", given)
+        child = subprocess.run([sys.executable, "-c", ARENAS_CHILD], capture_output=True, text=True, cwd=REPO,
+                               timeout=120)
+        assert child.returncode == 0, child.stderr[-2000:]
+        found.append(json.loads(child.stdout))
+    assert found == [{"cap": 2, "started_process_sees": "2"}, {"cap": 4, "started_process_sees": "4"}]
