@@ -143,7 +143,8 @@ class InspectImageFn(beam.DoFn):
         return ImageRecord(
             image_id=image_id, uri=path, class_name=class_name, label=self.labels[class_name],
             height=found.height, width=found.width, stored_size=found.stored_size,
-            stored_crc32c=crc32c(stored), sums=found.sums, converted_uri=converted_uri, split=placed, group=self.split_plan.group(image_id),
+            stored_crc32c=crc32c(stored), sums=found.sums, converted_uri=converted_uri, split=placed,
+            group=self.split_plan.group(image_id),
         )
 
 
