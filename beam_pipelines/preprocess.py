@@ -99,7 +99,7 @@ def run_pipeline(options, config, planned: preflight.Plan, staging: str, setting
     """Run the job graph to its end; returns its counters."""
     pipeline = beam.Pipeline(options=options)
     transforms.build(pipeline, config, planned, staging, settings, progress.folder if progress else None)
-    with progress or contextlib.nullcontext():
+    with progress or contextlib.nullcontext(), process_memory.arenas_limited_for_children():
         result = pipeline.run()
         result.wait_until_finish()
     return job_counters(result)
@@ -109,7 +109,6 @@ def execute(config: job_config.PreprocessConfig, beam_args: list[str], s3_endpoi
             progress: bool = True) -> dict:
     settings = s3.S3Settings.from_env(s3_endpoint)
     settings.apply_to_environment()
-    process_memory.limit_arenas()  # before the runner's threads and worker processes start
     options = pipeline_options(beam_args, settings)
     runner = runner_name(options)
 
@@ -140,6 +139,7 @@ def execute(config: job_config.PreprocessConfig, beam_args: list[str], s3_endpoi
 
 
 def main(argv=None) -> int:
+    process_memory.limit_arenas()  # this process is the job: before the runner's threads start
     logs.setup(verbose="--verbose" in (argv or []))
     config, args, beam_args = parse(argv)
     process.emit_result(result_line(execute(config, beam_args, args.s3_endpoint, progress=not args.quiet)), args.json)

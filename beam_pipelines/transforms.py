@@ -81,9 +81,6 @@ class InspectImageFn(beam.DoFn):
         self.converted = Metrics.counter(NAMESPACE, "images_converted")
         self.unlisted_skipped = Metrics.counter(NAMESPACE, "images_unlisted_skipped")
 
-    def setup(self):
-        process_memory.limit_arenas()  # on a runner whose workers the job did not start (Dask)
-
     def process(self, path: str):
         self._first = self._first or time.time()
         output = self.inspect_file(path)

@@ -1,6 +1,7 @@
 """Giving freed heap memory back to the OS (glibc's malloc_trim), in a child process of its own."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -25,27 +26,37 @@ def test_freed_heap_pages_go_back_to_the_os():
     assert found["released"] is True and found["freed_mb"] > 100, found
 
 
-ARENAS_CHILD = """
-import json, subprocess, sys
-from foodpipe import process_memory
-cap = process_memory.limit_arenas()
-started = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('MALLOC_ARENA_MAX'))"],
-                         capture_output=True, text=True).stdout.strip()
-print(json.dumps({"cap": cap, "started_process_sees": started}))
-"""
+
+def started_process_sees() -> str:
+    """MALLOC_ARENA_MAX as a process started now finds it ('None' if unset)."""
+    code = "import os; print(os.environ.get('MALLOC_ARENA_MAX'))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.strip()
 
 
-def test_the_arena_cap_holds_for_the_process_and_those_it_starts(monkeypatch):
-    """The job's driver and workers cap glibc's arenas (``limit_arenas``); a process they start (the
-    DirectRunner's workers) gets the cap at its own start; an operator's MALLOC_ARENA_MAX is kept."""
+def test_the_job_caps_arenas_in_its_workers_and_leaves_the_callers_environment_as_it_was(monkeypatch):
+    """The job's worker processes start with MALLOC_ARENA_MAX (2, or the operator's value); a process
+    started after the job (a trainer the demo starts) does not inherit it."""
+    from foodpipe import process_memory
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    with process_memory.arenas_limited_for_children() as cap:
+        during = started_process_sees()
+    assert (cap, during, started_process_sees()) == ("2", "2", "None")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    with process_memory.arenas_limited_for_children() as cap:
+        during = started_process_sees()
+    assert (cap, during, started_process_sees()) == ("4", "4", "4")
+
+
+def test_the_jobs_own_process_caps_its_arenas():
+    """``limit_arenas`` (the job's ``main`` only): 2, or the operator's MALLOC_ARENA_MAX."""
     found = []
     for given in (None, "4"):
-        if given is None:
-            monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-        else:
-            monkeypatch.setenv("MALLOC_ARENA_MAX", given)
-        child = subprocess.run([sys.executable, "-c", ARENAS_CHILD], capture_output=True, text=True, cwd=REPO,
+        env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+        env.update({"MALLOC_ARENA_MAX": given} if given else {})
+        code = "from foodpipe import process_memory; print(process_memory.limit_arenas())"
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env,
                                timeout=120)
         assert child.returncode == 0, child.stderr[-2000:]
-        found.append(json.loads(child.stdout))
-    assert found == [{"cap": 2, "started_process_sees": "2"}, {"cap": 4, "started_process_sees": "4"}]
+        found.append(child.stdout.strip())
+    assert found == ["2", "4"]
