@@ -28,6 +28,10 @@ def test_bench_preprocess_reports_every_figure(raw_dataset, tmp_path):
     assert figures["beam_driver_peak_rss_mb"] > 50 and figures["beam_workers_peak_rss_mb"] > 50
     assert max(figures["beam_driver_peak_rss_mb"], figures["beam_workers_peak_rss_mb"]) <= \
         figures["beam_peak_rss_mb"] <= figures["beam_driver_peak_rss_mb"] + figures["beam_workers_peak_rss_mb"] + 0.2
+    # And each worker's apart: one figure per validating worker process (their shells left out).
+    each = figures["beam_each_worker_peak_rss_mb"]
+    assert len(each) == figures["workers"] and all(50 < mb <= figures["beam_workers_peak_rss_mb"] + 0.1 for mb in each)
+    assert sum(each) >= figures["beam_workers_peak_rss_mb"] - 0.2
     assert sum(figures["shard_writer_shares"]) == 3  # one shard per split, each written by one worker process
     assert 0 < figures["bench_process_peak_rss_mb"] < 1024  # its own, apart from the processes it measured
     # The stages add up to the run's wall time.

@@ -24,17 +24,19 @@ from foodpipe.errors import FoodpipeError
 
 
 CHUNK = 8 << 20
+SHELLS = ("sh", "bash", "dash")  # what the DirectRunner starts each worker through, not a worker itself
 
 
 def measure(args: list[str]) -> dict:
     """Run a command; return wall seconds, its start and end on the wall clock, and peak RSS: of it
-    and its children summed, of the process itself (the driver) and of its children summed (the
-    workers), each at its own peak."""
+    and its children summed, of the process itself (the driver), of its children summed (the
+    workers), each at its own peak, and of each child apart (largest first; the shells the
+    DirectRunner starts its workers through are left out)."""
     import psutil
 
     started, started_wall = time.monotonic(), time.time()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = {"total": 0, "driver": 0, "workers": 0}
+    peak, each = {"total": 0, "driver": 0, "workers": 0}, {}
     done = threading.Event()
 
     def sample():
@@ -42,9 +44,13 @@ def measure(args: list[str]) -> dict:
         while not done.is_set():
             try:
                 driver = parent.memory_info().rss
-                workers = sum(p.memory_info().rss for p in parent.children(recursive=True) if p.is_running())
+                children = {p.pid: p.memory_info().rss for p in parent.children(recursive=True)
+                            if p.is_running() and p.name() not in SHELLS}
+                workers = sum(children.values())
                 for key, value in (("total", driver + workers), ("driver", driver), ("workers", workers)):
                     peak[key] = max(peak[key], value)
+                for pid, value in children.items():
+                    each[pid] = max(each.get(pid, 0), value)
             except psutil.Error:
                 pass
             done.wait(0.05)
@@ -58,7 +64,8 @@ def measure(args: list[str]) -> dict:
     if proc.returncode != 0:
         raise FoodpipeError(f"{args[2]} failed: {stderr.strip().splitlines()[-1] if stderr.strip() else proc.returncode}")
     return {"seconds": seconds, "started": started_wall, "ended": ended_wall, "stdout": stdout, "stderr": stderr,
-            **{f"{key}_peak_rss_mb": value / 2**20 for key, value in peak.items()}}
+            **{f"{key}_peak_rss_mb": value / 2**20 for key, value in peak.items()},
+            "each_worker_peak_rss_mb": sorted((value / 2**20 for value in each.values()), reverse=True)}
 
 
 def own_peak_rss_mb() -> float:
@@ -181,6 +188,7 @@ def bench_preprocess(input_uri: str, extra: list[str], runner_flags: list[str] =
             "beam_peak_rss_mb": round(beam_run["total_peak_rss_mb"], 1),
             "beam_driver_peak_rss_mb": round(beam_run["driver_peak_rss_mb"], 1),
             "beam_workers_peak_rss_mb": round(beam_run["workers_peak_rss_mb"], 1),
+            "beam_each_worker_peak_rss_mb": [round(value, 1) for value in beam_run["each_worker_peak_rss_mb"]],
             "single_loop_peak_rss_mb": round(loop_run["total_peak_rss_mb"], 1),
             "beam_stage_seconds": stage_seconds(beam_run, beam_run["job"]["timeline"]),
             "shard_writer_shares": beam_run["job"]["shard_writers"],
