@@ -292,8 +292,14 @@ class WriteShardFn(beam.DoFn):
         self.written.inc(shard["count"])
         process_memory.release_free_memory()
         class_counts = collections.Counter(r.class_name for r in records)
-        yield {"split": split_name, "name": name, **shard, "manifest_part": part, "class_counts": dict(class_counts),
-               "writer": f"{socket.gethostname()}:{os.getpid()}"}
+        yield shard_facts(split_name, name, shard, dict(class_counts), manifest_part=part)
+
+
+def shard_facts(split_name: str, name: str, written: dict, class_counts: dict, **more) -> dict:
+    """What the gathering step learns of one written shard (``write_shard``'s count and bytes),
+    and which process wrote it."""
+    return {"split": split_name, "name": name, **written, **more, "class_counts": class_counts,
+            "writer": f"{socket.gethostname()}:{os.getpid()}"}
 
 
 class WriteShards(beam.PTransform):
@@ -328,9 +334,7 @@ def write_missing_shards(shards: list[dict], counts: dict[str, int], directory: 
         for index in range(count):
             name = schema.shard_name(split_name, index, count)
             if name not in written:
-                facts = write_shard(f"{directory}/{name}", [], 0, settings)
-                shards.append({"split": split_name, "name": name, **facts, "class_counts": {},
-                               "writer": f"{socket.gethostname()}:{os.getpid()}"})
+                shards.append(shard_facts(split_name, name, write_shard(f"{directory}/{name}", [], 0, settings), {}))
     return sorted(shards, key=lambda s: s["name"])
 
 
