@@ -38,12 +38,19 @@ def release_free_memory() -> bool:
     return bool(trim(0)) if trim else False
 
 
+def arena_cap() -> int:
+    """``MALLOC_ARENA_MAX`` if the environment sets it to a positive whole number, else ``ARENAS``
+    (glibc itself ignores a value it cannot read, so an empty or misspelt one is no reason to stop)."""
+    given = os.environ.get("MALLOC_ARENA_MAX", "").strip()
+    return int(given) if given.isdigit() and int(given) > 0 else ARENAS
+
+
 def limit_arenas() -> int | None:
     """Cap glibc's arenas for this process, for the arenas it makes from now on, at
-    ``MALLOC_ARENA_MAX`` if the environment sets it, else ``ARENAS``. Process-wide and for good:
-    only for a process that is the job (its ``main``), never a library call's caller (a trainer
-    in the same process would share the cap). Returns the cap, or None where glibc is not there."""
-    cap = int(os.environ.get("MALLOC_ARENA_MAX", ARENAS))
+    ``arena_cap()``. Process-wide and for good: only for a process that is the job (its ``main``),
+    never a library call's caller (a trainer in the same process would share the cap). Returns the
+    cap, or None where glibc is not there."""
+    cap = arena_cap()
     mallopt = _glibc("mallopt")
     return cap if mallopt and mallopt(M_ARENA_MAX, cap) == 1 else None
 
@@ -51,13 +58,16 @@ def limit_arenas() -> int | None:
 @contextlib.contextmanager
 def arenas_limited_for_children() -> Iterator[str]:
     """Within the block, processes this one starts (the DirectRunner's workers) cap their arenas:
-    ``MALLOC_ARENA_MAX``, which glibc reads at a process's start, is set to ``ARENAS`` unless the
-    operator set it; the environment is as it was after the block, so processes started later
-    (a trainer the demo starts after the job) do not inherit the cap. Yields the value."""
+    ``MALLOC_ARENA_MAX``, which glibc reads at a process's start, is set to ``arena_cap()``; the
+    environment is as it was after the block (an operator's value, even one glibc cannot read, put
+    back as given), so processes started later (a trainer the demo starts after the job) do not
+    inherit the cap. Yields the value."""
     given = os.environ.get("MALLOC_ARENA_MAX")
-    os.environ["MALLOC_ARENA_MAX"] = given or str(ARENAS)
+    os.environ["MALLOC_ARENA_MAX"] = str(arena_cap())
     try:
         yield os.environ["MALLOC_ARENA_MAX"]
     finally:
         if given is None:
             del os.environ["MALLOC_ARENA_MAX"]
+        else:
+            os.environ["MALLOC_ARENA_MAX"] = given

@@ -26,7 +26,6 @@ def test_freed_heap_pages_go_back_to_the_os():
     assert found["released"] is True and found["freed_mb"] > 100, found
 
 
-
 def started_process_sees() -> str:
     """MALLOC_ARENA_MAX as a process started now finds it ('None' if unset)."""
     code = "import os; print(os.environ.get('MALLOC_ARENA_MAX'))"
@@ -46,17 +45,22 @@ def test_the_job_caps_arenas_in_its_workers_and_leaves_the_callers_environment_a
     with process_memory.arenas_limited_for_children() as cap:
         during = started_process_sees()
     assert (cap, during, started_process_sees()) == ("4", "4", "4")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "")  # a value glibc cannot read: the workers get 2, the caller its own
+    with process_memory.arenas_limited_for_children() as cap:
+        during = started_process_sees()
+    assert (cap, during, started_process_sees()) == ("2", "2", "")
 
 
 def test_the_jobs_own_process_caps_its_arenas():
-    """``limit_arenas`` (the job's ``main`` only): 2, or the operator's MALLOC_ARENA_MAX."""
+    """``limit_arenas`` (the job's ``main`` only): 2, or the operator's MALLOC_ARENA_MAX; one glibc cannot
+    read (empty, not a number, 0) is ignored as glibc ignores it, not a traceback."""
     found = []
-    for given in (None, "4"):
+    for given in (None, "4", "", "lots", "0"):
         env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
-        env.update({"MALLOC_ARENA_MAX": given} if given else {})
+        env.update({"MALLOC_ARENA_MAX": given} if given is not None else {})
         code = "from foodpipe import process_memory; print(process_memory.limit_arenas())"
         child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env,
                                timeout=120)
         assert child.returncode == 0, child.stderr[-2000:]
         found.append(child.stdout.strip())
-    assert found == ["2", "4"]
+    assert found == ["2", "4", "2", "2", "2"]
