@@ -12,11 +12,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[cpu,test]"
 	touch $@
 
+# The tests run on TEST_WORKERS processes (pytest-xdist; each file on one of them): most tests
+# keep one core busy, waiting on the processes and servers they start. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+
 test: install
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 # make demo ARGS="--epochs 3 --per-class 60": the demo's own flags (foodpipe demo --help).
 demo: install

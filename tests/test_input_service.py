@@ -148,8 +148,10 @@ def test_training_through_the_service_stops_in_one_line_when_a_worker_dies_and_r
     checkpoint, in the same run, and finishes (FINISHED, every epoch's metrics, the model logged)."""
     services = InputService(workers=2)
     store = f"sqlite:///{tmp_path}/mlflow.db"
+    # A stall: 20 s without a batch (a live worker's batch takes well under a second, with the other
+    # test process busy beside it too).
     args = [sys.executable, "-m", "foodpipe", "train", "--data", trainer_dataset, *TINY, "--epochs", "3",
-            "--input-service", services.address, "--input-service-timeout", "10",
+            "--input-service", services.address, "--input-service-timeout", "20",
             "--checkpoint-dir", str(tmp_path / "ckpt"), "--mlflow-uri", store, "--experiment", "service"]
     env = {**os.environ, "FOODPIPE_PROGRESS_SECONDS": "0"}  # a line per step: the cut point
     trainer = Watched(args, env=env)
