@@ -72,23 +72,25 @@ def render_image(class_index: int, rng: np.random.Generator) -> Image.Image:
     angle, period, shape, hue = _class_style(class_index)
     angle += rng.normal(0, 3)
     period *= rng.uniform(0.9, 1.1)
+    # In float32, with a row and a column broadcast where a term depends on x or y alone: half the time
+    # of float64 arrays of the whole image.
+    xs = np.arange(width, dtype=np.float32)[None, :]
+    ys = np.arange(height, dtype=np.float32)[:, None]
 
     # Background: a smooth random gradient plus grain.
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = rng.uniform(40, 215, size=3)
-    tilt = rng.uniform(-60, 60, size=(2, 3))
-    background = base + (xx[..., None] / width) * tilt[0] + (yy[..., None] / height) * tilt[1]
+    base = rng.uniform(40, 215, size=3).astype(np.float32)
+    tilt = rng.uniform(-60, 60, size=(2, 3)).astype(np.float32)
+    background = (base + (xs[..., None] / width) * tilt[0]) + (ys[..., None] / height) * tilt[1]
 
     # Foreground: stripes at the class angle, in two random colours.
     theta = np.deg2rad(angle)
-    phase = (xx * np.cos(theta) + yy * np.sin(theta)) / (period * LONG_SIDE)
-    stripes = (np.sin(2 * np.pi * (phase + rng.random())) > 0)[..., None]
-    # Stripe colours: the class hue (give or take), random saturation and brightness, one darker.
+    scale = np.float32(1 / (period * LONG_SIDE))
+    phase = xs * np.float32(np.cos(theta) * scale) + ys * np.float32(np.sin(theta) * scale)
+    stripes = np.sin(np.float32(2 * np.pi) * (phase + np.float32(rng.random()))) > 0
     hue = (hue + rng.normal(0, 0.02)) % 1.0
     saturation, value = rng.uniform(0.45, 1.0), rng.uniform(0.55, 1.0)
-    colour_a = np.array(colorsys.hsv_to_rgb(hue, saturation, value)) * 255
-    colour_b = np.array(colorsys.hsv_to_rgb(hue, saturation, value * rng.uniform(0.3, 0.6))) * 255
-    texture = np.where(stripes, colour_a, colour_b)
+    colour_a = np.array(colorsys.hsv_to_rgb(hue, saturation, value), np.float32) * 255
+    colour_b = np.array(colorsys.hsv_to_rgb(hue, saturation, value * rng.uniform(0.3, 0.6)), np.float32) * 255
 
     mask = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(mask)
@@ -106,10 +108,16 @@ def render_image(class_index: int, rng: np.random.Generator) -> Image.Image:
             for k in range(sides)
         ]
         draw.polygon(points, fill=255)
-    alpha = np.asarray(mask.filter(ImageFilter.GaussianBlur(2)), dtype=np.float32)[..., None] / 255.0
+    alpha = np.asarray(mask.filter(ImageFilter.GaussianBlur(2)), dtype=np.float32)[..., None] / np.float32(255)
 
-    pixels = background * (1 - alpha) + texture * alpha + rng.normal(0, 6, size=(height, width, 1))
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    # The shape's texture over the background (background + alpha * (texture - background)), plus noise.
+    pixels = np.where(stripes[..., None], colour_a, colour_b)
+    pixels -= background
+    pixels *= alpha
+    pixels += background
+    pixels += rng.normal(0, 6, size=(height, width, 1)).astype(np.float32)
+    np.clip(pixels, 0, 255, out=pixels)
+    return Image.fromarray(pixels.astype(np.uint8), "RGB")
 
 
 def encode(image: Image.Image, rng: np.random.Generator) -> bytes:
@@ -161,7 +169,8 @@ def generate(config: SynthConfig, progress=None) -> dict:
     with open(os.path.join(meta_dir, "classes.txt"), "w") as f:
         f.write("".join(f"{name}\n" for name in names))
     # Food-101's own meta split: the first three quarters of each class for training.
-    for split, part in (("train", slice(None, 3 * config.per_class // 4)), ("test", slice(3 * config.per_class // 4, None))):
+    first_test = 3 * config.per_class // 4
+    for split, part in (("train", slice(None, first_test)), ("test", slice(first_test, None))):
         with open(os.path.join(meta_dir, f"{split}.txt"), "w") as f:
             f.write("".join(f"{name}/{image_id}\n" for name in names for image_id in listing[name][part]))
     return {"classes": len(names), "images": config.classes * config.per_class, "corrupt": config.corrupt}
