@@ -3,12 +3,10 @@
 import collections
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import time
 
-from foodpipe import logs, storage
+from foodpipe import logs, scratch, storage
 
 log = logging.getLogger("foodpipe.preprocess")
 
@@ -22,7 +20,7 @@ class Progress:
 
     def __init__(self, total: int):
         self.total = total
-        self.folder = tempfile.mkdtemp(prefix="foodpipe-progress-")
+        self.folder = scratch.make("progress")
         self.interval = logs.progress_seconds()
         self.started = time.monotonic()
         self.first_and_last: tuple[float, float] | None = None  # of the images validated, once it is over
@@ -77,4 +75,4 @@ class Progress:
         if exc_info[0] is None:
             self.report(final=True)
         self.first_and_last = self._span()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        scratch.remove(self.folder)

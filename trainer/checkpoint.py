@@ -20,12 +20,10 @@ A run that finishes removes its checkpoint, so the same command later starts a n
 
 import logging
 import os
-import shutil
-import tempfile
 
 import keras
 
-from foodpipe import storage, uri
+from foodpipe import scratch, storage, uri
 
 log = logging.getLogger(f"foodpipe.{__name__}")  # under the logger the commands show
 STATE_FILE = "state.json"
@@ -45,7 +43,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.writer = writer
         self._restored_plateau: dict | None = None
         self._state_path = uri.join(directory, STATE_FILE)
-        self._scratch = tempfile.mkdtemp(prefix="foodpipe-ckpt-")
+        self._scratch = scratch.make("ckpt")
         self.extra: dict = {}  # saved with the state (the MLflow run id), returned by restore()
 
     def read_state(self) -> dict | None:
@@ -107,7 +105,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
 
     def clear(self) -> None:
         """Remove the checkpoint of a finished run."""
-        shutil.rmtree(self._scratch, ignore_errors=True)
+        scratch.remove(self._scratch)
         state = self.read_state() if self.writer else None
         if state:
             storage.delete([self._state_path] + [uri.join(self.directory, state[key])

@@ -3,14 +3,12 @@ scores, confusion matrix, the most confident mistakes, calibration), logged to t
 Models are named and loaded as ``trainer.loading`` says."""
 
 import os
-import shutil
-import tempfile
 import time
 
 import numpy as np
 import tensorflow as tf
 
-from foodpipe import datasets, schema
+from foodpipe import datasets, schema, scratch
 from foodpipe.errors import FoodpipeError
 from tfdata import pipeline
 from tfdata.config import InputConfig
@@ -153,7 +151,7 @@ def evaluate(model_uri: str, data_uri: str, split: str = schema.TEST, batch_size
         return result  # the error analysis would go nowhere
     name = split if tta == "none" else f"{split}_tta_{tta}"
     folder = f"evaluation/{name}"
-    local = os.path.join(output_dir, folder) if output_dir else tempfile.mkdtemp(prefix="foodpipe-evaluation-")
+    local = os.path.join(output_dir, folder) if output_dir else scratch.make("evaluation")
     try:
         files = write_error_analysis(local, info.classes, split, labels, probabilities, ids, mistakes)
         if run_id:
@@ -163,5 +161,5 @@ def evaluate(model_uri: str, data_uri: str, split: str = schema.TEST, batch_size
             result["run_id"] = run_id
     finally:
         if not output_dir:
-            shutil.rmtree(local, ignore_errors=True)
+            scratch.remove(local)
     return result

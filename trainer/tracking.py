@@ -7,12 +7,10 @@ warning. An unreachable server at the *start* is an error, raised before any tra
 
 import logging
 import os
-import shutil
-import tempfile
 import time
 from urllib.parse import urlparse
 
-from foodpipe import logs
+from foodpipe import logs, scratch
 from foodpipe.errors import FoodpipeError, first_line
 
 log = logging.getLogger(f"foodpipe.{__name__}")  # under the logger the commands show
@@ -177,12 +175,12 @@ class Scratch:
 
     def scratch_dir(self) -> str:
         if self._scratch is None:
-            self._scratch = tempfile.mkdtemp(prefix="foodpipe-run-")
+            self._scratch = scratch.make("run")
         return self._scratch
 
     def remove_scratch(self) -> None:
         if self._scratch is not None:
-            shutil.rmtree(self._scratch, ignore_errors=True)
+            scratch.remove(self._scratch)
             self._scratch = None
 
 

@@ -316,9 +316,7 @@ def run(config: TuneConfig, progress: bool = True) -> dict:
     (Ctrl-C): the running trial is marked failed, the parent run KILLED, and a rerun resumes; a
     trial left running by a killed process is not counted (Optuna marks it failed once its
     heartbeat is older than the grace period)."""
-    import tempfile
-
-    from foodpipe import datasets
+    from foodpipe import datasets, scratch
 
     dimensions = [parse_dimension(text) for text in config.search]
     datasets.load(config.train.data)  # a missing dataset is one line now, not a failure per trial
@@ -329,14 +327,16 @@ def run(config: TuneConfig, progress: bool = True) -> dict:
     client = writer.client
     parent = parent_run(study, made, client, writer.experiment_id, config)
     objective = make_objective(config, dimensions, parent, progress)
-    with tempfile.TemporaryDirectory(prefix="foodpipe-tune-") as scratch:
-        try:
-            while to_run(study, config.trials):
-                study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True,
-                               callbacks=[lambda study, _: log_summary(client, parent, study, scratch)])
-        except BaseException:
-            end_parent(client, parent, "KILLED")
-            raise
+    folder = scratch.make("tune")
+    try:
+        while to_run(study, config.trials):
+            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True,
+                           callbacks=[lambda study, _: log_summary(client, parent, study, folder)])
+    except BaseException:
+        end_parent(client, parent, "KILLED")
+        raise
+    finally:
+        scratch.remove(folder)
     best = best_trial(study)  # the summary itself was logged after each trial, the last one included
     if best is None:
         client.set_terminated(parent, "FAILED")
