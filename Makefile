@@ -14,13 +14,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 # The tests run on TEST_WORKERS processes (pytest-xdist; each file on one of them): most tests
 # keep one core busy, waiting on the processes and servers they start. TEST_WORKERS=0: one process.
+# The files go in the order collected (tests/conftest.py puts the longest first), not by test count.
 TEST_WORKERS ?= 2
 
 test: install
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" $(PYTEST_ARGS)
 
 # make demo ARGS="--epochs 3 --per-class 60": the demo's own flags (foodpipe demo --help).
 demo: install
