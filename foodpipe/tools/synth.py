@@ -66,6 +66,27 @@ def _class_style(index: int) -> tuple[float, float, int, float]:
     return angle, period, index % 4, (index * 0.6180339887) % 1.0
 
 
+def _shape_alpha(shape: int, width: int, height: int, rng: np.random.Generator) -> np.ndarray:
+    """The class's shape at a random place and size, its edge blurred: ``(height, width, 1)`` in [0, 1]."""
+    mask = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(mask)
+    cx, cy = rng.uniform(0.35, 0.65) * width, rng.uniform(0.35, 0.65) * height
+    radius = rng.uniform(0.25, 0.4) * min(width, height)
+    if shape == 0:
+        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=255)
+    elif shape == 1:
+        draw.rectangle([cx - radius, cy - radius * 0.8, cx + radius, cy + radius * 0.8], fill=255)
+    else:
+        sides = 3 if shape == 2 else 6
+        start = rng.uniform(0, 2 * np.pi)
+        points = [
+            (cx + radius * np.cos(start + 2 * np.pi * k / sides), cy + radius * np.sin(start + 2 * np.pi * k / sides))
+            for k in range(sides)
+        ]
+        draw.polygon(points, fill=255)
+    return np.asarray(mask.filter(ImageFilter.GaussianBlur(2)), dtype=np.float32)[..., None] / np.float32(255)
+
+
 def render_image(class_index: int, rng: np.random.Generator) -> Image.Image:
     short = int(rng.integers(SHORT_SIDE_RANGE[0], SHORT_SIDE_RANGE[1] + 1))
     width, height = (LONG_SIDE, short) if rng.random() < 0.5 else (short, LONG_SIDE)
@@ -92,23 +113,7 @@ def render_image(class_index: int, rng: np.random.Generator) -> Image.Image:
     colour_a = np.array(colorsys.hsv_to_rgb(hue, saturation, value), np.float32) * 255
     colour_b = np.array(colorsys.hsv_to_rgb(hue, saturation, value * rng.uniform(0.3, 0.6)), np.float32) * 255
 
-    mask = Image.new("L", (width, height), 0)
-    draw = ImageDraw.Draw(mask)
-    cx, cy = rng.uniform(0.35, 0.65) * width, rng.uniform(0.35, 0.65) * height
-    radius = rng.uniform(0.25, 0.4) * min(width, height)
-    if shape == 0:
-        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=255)
-    elif shape == 1:
-        draw.rectangle([cx - radius, cy - radius * 0.8, cx + radius, cy + radius * 0.8], fill=255)
-    else:
-        sides = 3 if shape == 2 else 6
-        start = rng.uniform(0, 2 * np.pi)
-        points = [
-            (cx + radius * np.cos(start + 2 * np.pi * k / sides), cy + radius * np.sin(start + 2 * np.pi * k / sides))
-            for k in range(sides)
-        ]
-        draw.polygon(points, fill=255)
-    alpha = np.asarray(mask.filter(ImageFilter.GaussianBlur(2)), dtype=np.float32)[..., None] / np.float32(255)
+    alpha = _shape_alpha(shape, width, height, rng)
 
     # The shape's texture over the background (background + alpha * (texture - background)), plus noise.
     pixels = np.where(stripes[..., None], colour_a, colour_b)
