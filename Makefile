@@ -16,12 +16,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # keep one core busy, waiting on the processes and servers they start. TEST_WORKERS=0: one process.
 # The files go in the order collected (tests/conftest.py puts the longest first), not by test count.
 TEST_WORKERS ?= 2
+PYTEST = $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: install
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 # make demo ARGS="--epochs 3 --per-class 60": the demo's own flags (foodpipe demo --help).
 demo: install
