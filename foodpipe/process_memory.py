@@ -15,7 +15,6 @@ the same time). Both are no-ops where the C library is not glibc.
 
 import contextlib
 import ctypes
-import ctypes.util
 import functools
 import os
 from typing import Iterator
@@ -26,9 +25,12 @@ ARENAS = 2  # what the job's processes use, unless MALLOC_ARENA_MAX says otherwi
 
 @functools.lru_cache(maxsize=None)
 def _glibc(name: str):
+    """A function of the C library this process runs on, or None where it has no such function (not
+    glibc). Looked up among the symbols already loaded: ``ctypes.util.find_library`` would start
+    ``ldconfig -p`` in every process that trims, the job's workers among them."""
     try:
-        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
-    except (OSError, AttributeError):  # not glibc
+        return getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
         return None
 
 
