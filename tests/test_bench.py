@@ -4,9 +4,25 @@ import json
 
 import pytest
 
+from foodpipe.commands import bench
 from tests.conftest import foodpipe
 
 pytestmark = pytest.mark.slow
+
+
+def test_only_the_beam_worker_processes_count_as_workers():
+    """What a sample of the job's process tree can catch: the shells the workers start through, a
+    helper (``ldconfig``) before and after its exec, a worker ended but not yet reaped."""
+    driver, worker = ["python", "-m", "beam_pipelines.preprocess"], ["python", "-m", bench.WORKER_MAIN]
+    tree = [dict(pid=11, ppid=1, status="sleeping", cmdline=["/bin/sh", "-c", " ".join(worker)], rss=1),
+            dict(pid=12, ppid=11, status="running", cmdline=worker, rss=200),
+            dict(pid=13, ppid=1, status="sleeping", cmdline=worker, rss=190),
+            dict(pid=14, ppid=1, status="running", cmdline=driver, rss=300),  # forked, not yet exec'd
+            dict(pid=15, ppid=13, status="running", cmdline=worker, rss=190),  # the same in a worker
+            dict(pid=16, ppid=12, status="running", cmdline=["/sbin/ldconfig", "-p"], rss=2),
+            dict(pid=17, ppid=1, status="zombie", cmdline=None, rss=0),
+            dict(pid=18, ppid=1, status="zombie", cmdline=worker, rss=0)]
+    assert bench.workers_rss(tree) == {12: 200, 13: 190}
 
 
 def test_bench_preprocess_reports_every_figure(raw_dataset, tmp_path):

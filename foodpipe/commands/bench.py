@@ -24,14 +24,23 @@ from foodpipe.errors import FoodpipeError
 
 
 CHUNK = 8 << 20
-SHELLS = ("sh", "bash", "dash")  # what the DirectRunner starts each worker through, not a worker itself
+WORKER_MAIN = "apache_beam.runners.worker.sdk_worker_main"  # what each DirectRunner worker process runs
+
+
+def workers_rss(processes: list[dict]) -> dict[int, int]:
+    """RSS by pid of the Beam worker processes among a job's descendants (each a dict of psutil's
+    ``pid``, ``ppid``, ``status``, ``cmdline``, ``rss``): the processes running ``WORKER_MAIN``.
+    Left out: the shells the DirectRunner starts them through, a process that has ended (a zombie
+    holds no memory), and the helpers the driver and the workers start (a helper caught between
+    its fork and its exec still shows its parent's command line, a worker's among them)."""
+    running = {p["pid"]: p for p in processes if p["status"] != "zombie" and WORKER_MAIN in (p["cmdline"] or [])}
+    return {pid: p["rss"] for pid, p in running.items() if p["ppid"] not in running}
 
 
 def measure(args: list[str]) -> dict:
     """Run a command; return wall seconds, its start and end on the wall clock, and peak RSS: of it
-    and its children summed, of the process itself (the driver), of its children summed (the
-    workers), each at its own peak, and of each child apart (largest first; the shells the
-    DirectRunner starts its workers through are left out)."""
+    and its workers summed, of the process itself (the driver), of its workers summed, each at its
+    own peak, and of each worker apart (largest first). Workers are told apart by ``workers_rss``."""
     import psutil
 
     started, started_wall = time.monotonic(), time.time()
@@ -39,13 +48,20 @@ def measure(args: list[str]) -> dict:
     peak, each = {"total": 0, "driver": 0, "workers": 0}, {}
     done = threading.Event()
 
+    def described(p) -> dict:
+        try:
+            with p.oneshot():
+                return {"pid": p.pid, "ppid": p.ppid(), "status": p.status(), "cmdline": p.cmdline(),
+                        "rss": p.memory_info().rss}
+        except psutil.Error:  # gone, or a zombie, between the listing and this
+            return {"pid": p.pid, "ppid": None, "status": "zombie", "cmdline": None, "rss": 0}
+
     def sample():
         parent = psutil.Process(proc.pid)
         while not done.is_set():
             try:
                 driver = parent.memory_info().rss
-                children = {p.pid: p.memory_info().rss for p in parent.children(recursive=True)
-                            if p.is_running() and p.name() not in SHELLS}
+                children = workers_rss([described(p) for p in parent.children(recursive=True)])
                 workers = sum(children.values())
                 for key, value in (("total", driver + workers), ("driver", driver), ("workers", workers)):
                     peak[key] = max(peak[key], value)
