@@ -17,7 +17,7 @@ import tensorflow as tf
 
 import models
 from beam_pipelines import preprocess
-from foodpipe import datasets
+from foodpipe import datasets, scratch
 from foodpipe.config import from_flat
 from foodpipe.errors import FoodpipeError
 from tests.conftest import REPO, foodpipe, free_port, start_mlflow_server, stop_process
@@ -436,15 +436,17 @@ def test_checkpoint_restores_the_best_epoch_and_the_plateau_counters(tmp_path):
     from trainer.checkpoint import ResumableCheckpoint
     from trainer.train import KeepBest
 
+    made = []  # each checkpoint's scratch folder, removed at the end (this process holds their locks)
+
     def run_state():
         model = models.build("resnet", 3, 32, num_blocks=1, filters=2, dense_units=4)
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
         model.optimizer.build(model.trainable_variables)
         best, plateau = KeepBest(), keras.callbacks.ReduceLROnPlateau(monitor="loss", patience=5)
-        checkpoint = ResumableCheckpoint(str(tmp_path / "ckpt"), best, plateau)
-        for callback in (best, plateau, checkpoint):
+        made.append(ResumableCheckpoint(str(tmp_path / "ckpt"), best, plateau))
+        for callback in (best, plateau, made[-1]):
             callback.set_model(model)
-        return model, best, plateau, checkpoint
+        return model, best, plateau, made[-1]
 
     model, best, plateau, checkpoint = run_state()
     plateau.on_train_begin()
@@ -473,12 +475,14 @@ def test_checkpoint_restores_the_best_epoch_and_the_plateau_counters(tmp_path):
     # --keep last: the best epoch is still tracked (its logs), but no weights are copied or checkpointed.
     model, _, plateau, _ = run_state()
     best = KeepBest(keep_weights=False)
-    checkpoint = ResumableCheckpoint(str(tmp_path / "last"), best, plateau)
-    for callback in (best, checkpoint):
+    made.append(ResumableCheckpoint(str(tmp_path / "last"), best, plateau))
+    for callback in (best, made[-1]):
         callback.set_model(model)
         callback.on_epoch_end(0, {"loss": 1.0, "val_accuracy": 0.5})
     assert (best.epoch, best.weights) == (1, None)
     assert sorted(os.listdir(tmp_path / "last")) == ["epoch-00001.weights.h5", "state.json"]
+    for checkpoint in made:
+        scratch.remove(checkpoint._scratch)
 
 
 @pytest.mark.slow
