@@ -365,9 +365,18 @@ def metric_history(client, run_id: str, key: str) -> dict[int, float]:
     return {m.step: m.value for m in client.get_metric_history(run_id, key)}
 
 
+@pytest.fixture(scope="module")
+def uninterrupted_six_epochs(dataset, mlflow_server) -> dict:
+    """What the SIGKILL tests' resumed runs are compared with: one run for both stores (a run that is
+    not interrupted reads no checkpoint)."""
+    return last_json(train(dataset, "--epochs", "6", "--experiment", "resume-uninterrupted",
+                           "--mlflow-uri", mlflow_server).stdout)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["local", "s3"])
-def test_training_killed_with_sigkill_resumes_exactly(where, dataset, tmp_path, request, mlflow_server):
+def test_training_killed_with_sigkill_resumes_exactly(where, dataset, tmp_path, request, mlflow_server,
+                                                      uninterrupted_six_epochs):
     """SIGKILL at a known point (epoch 3's metrics held unanswered by the tracking server's proxy:
     epoch 2 is committed, epoch 3 is not), resume, and compare with an uninterrupted run."""
     if where == "s3":
@@ -417,7 +426,7 @@ def test_training_killed_with_sigkill_resumes_exactly(where, dataset, tmp_path, 
     assert "Resumed from epoch 2" in resumed.stdout and "Epoch 1/6" not in resumed.stdout
     result = last_json(resumed.stdout)
     assert result["run_id"] == state["extra"]["run_id"]
-    uninterrupted = last_json(train(dataset, *args[3:], "--mlflow-uri", mlflow_server, env=env).stdout)
+    uninterrupted = uninterrupted_six_epochs
     tracking = client_for(mlflow_server)
     interrupted_lr, straight_lr = (metric_history(tracking, r["run_id"], "lr") for r in (result, uninterrupted))
     assert sorted(interrupted_lr) == list(range(1, 7)) and interrupted_lr == pytest.approx(straight_lr, rel=1e-6)
