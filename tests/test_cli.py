@@ -26,6 +26,16 @@ def test_an_unexpected_error_prints_a_redacted_traceback_and_returns_1(monkeypat
     assert "canary-secret-4711" not in err and "hunter22" not in err
 
 
+@pytest.mark.parametrize("command", [["train"], ["tune", "--search", "lr=log:1e-4:1e-2"], ["evaluate", "--model", "m"]])
+def test_a_missing_dataset_is_one_line_before_tensorflow_is_imported(command, tmp_path):
+    missing = str(tmp_path / "no-dataset")
+    code = ("import sys; from foodpipe.commands import cli; "
+            f"code = cli.run_command({[*command, '--data', missing]!r}); print(code, 'tensorflow' in sys.modules)")
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert child.stdout.split() == ["2", "False"], child.stdout + child.stderr[-2000:]
+    assert child.stderr.strip() == f"foodpipe: error: dataset incomplete: no metadata.json at {missing}"
+
+
 def subcommand_parsers(parser, prefix: str = "") -> dict:
     """``{name: parser}`` of every (sub)command, nested ones (``bench input``) included."""
     found = {}

@@ -108,17 +108,26 @@ def cmd_demo(config: configs.DemoConfig, args) -> dict:
     return demo.run(config, quiet=args.quiet)
 
 
-def cmd_train(config: TrainConfig, args) -> dict:
-    from trainer import train
+def _dataset_found(args, data: str) -> None:
+    """S3 settings applied, and ``data``'s metadata read: a wrong ``--data`` is one line at once, not
+    after TensorFlow's seconds of imports (the command reads the metadata again)."""
+    from foodpipe import datasets
 
     _s3_settings(args)
+    datasets.load(data)
+
+
+def cmd_train(config: TrainConfig, args) -> dict:
+    _dataset_found(args, config.data)
+    from trainer import train
+
     return train.train_and_evaluate(config, progress=not args.quiet)
 
 
 def cmd_tune(config: TuneConfig, args) -> dict:
+    _dataset_found(args, config.train.data)
     from trainer import tune
 
-    _s3_settings(args)
     result = tune.run(config, progress=not args.quiet)
     best = result["best"]  # tune fails with one line when no trial finished
     print(f"study {result['study']}: {result['trials']}; best: trial {best['trial']}, "
@@ -127,9 +136,9 @@ def cmd_tune(config: TuneConfig, args) -> dict:
 
 
 def cmd_evaluate(config: configs.EvaluateConfig, args) -> dict:
+    _dataset_found(args, config.data)
     from trainer import evaluate
 
-    _s3_settings(args)
     output_dir = os.path.dirname(os.path.abspath(args.json)) if args.json else None
     return evaluate.evaluate(config.model, config.data, config.split, config.batch_size, args.mlflow_uri, output_dir,
                              config.tta)
