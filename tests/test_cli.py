@@ -36,6 +36,18 @@ def test_a_missing_dataset_is_one_line_before_tensorflow_is_imported(command, tm
     assert child.stderr.strip() == f"foodpipe: error: dataset incomplete: no metadata.json at {missing}"
 
 
+@pytest.mark.parametrize("command", [["select", "--experiment", "smoke"], ["predict", "--model", "runs:/0123/model"]])
+def test_reading_runs_from_a_local_store_that_is_not_there_is_one_line_and_makes_none(command, tmp_path):
+    from PIL import Image
+
+    store, image = tmp_path / "no-store", tmp_path / "food.jpg"
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(image)
+    result = foodpipe(*command, "--mlflow-uri", str(store), *([str(image)] if command[0] == "predict" else []))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
+    assert result.stderr.startswith(f"foodpipe: error: no MLflow store at {store / 'mlflow.db'}: nothing has been ")
+    assert not store.exists()
+
+
 def subcommand_parsers(parser, prefix: str = "") -> dict:
     """``{name: parser}`` of every (sub)command, nested ones (``bench input``) included."""
     found = {}

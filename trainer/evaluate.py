@@ -128,7 +128,8 @@ def evaluate(model_uri: str, data_uri: str, split: str = schema.TEST, batch_size
     ``SPLIT_tta_flip_*`` metrics and under ``evaluation/SPLIT_tta_flip/``."""
     if tta not in TTA:
         raise FoodpipeError(f"unknown tta {tta!r}: choose one of {', '.join(TTA)}")
-    client = tracking.connect(tracking.chosen_uri(tracking_uri)) if model_uri.startswith(MLFLOW_SCHEMES) else None
+    reads_runs = model_uri.startswith(MLFLOW_SCHEMES)
+    client = tracking.connect(tracking.chosen_uri(tracking_uri), create=False) if reads_runs else None
     model = load_model(model_uri, tracking_uri, client)
     preprocess, classifier = serving.parts(model)
     info = datasets.load(data_uri)

@@ -30,7 +30,7 @@ def load_model(model_uri: str, tracking_uri: str | None = None, client=None):
         else:
             if model_uri.startswith(MLFLOW_SCHEMES):
                 if client is None:  # loading needs the tracking server set and answering
-                    tracking.connect(tracking.chosen_uri(tracking_uri))
+                    tracking.connect(tracking.chosen_uri(tracking_uri), create=False)
             elif uri.is_s3(model_uri):
                 settings = s3.S3Settings.from_env()
                 if settings.endpoint_url:

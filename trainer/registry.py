@@ -16,7 +16,7 @@ def select(experiment: str, tracking_uri: str | None = None, register: str | Non
     ece), optionally registered as ``register`` with the registry alias ``alias`` moved to it (so
     ``models:/NAME@ALIAS`` names it; default ``DEFAULT_ALIAS``); and the runs it was compared with,
     best first."""
-    client = tracking.connect(tracking.chosen_uri(tracking_uri))
+    client = tracking.connect(tracking.chosen_uri(tracking_uri), create=False)
     experiment_id = tracking.experiment_id(client, experiment, create=False)
     order = "ASC" if metric.endswith(LOWER_IS_BETTER) else "DESC"
     runs = client.search_runs([experiment_id], filter_string="attributes.status = 'FINISHED'",

@@ -54,9 +54,26 @@ def resolve_tracking_uri(uri: str) -> str:
     return local_store_uri(uri[len("file:"):] if scheme == "file" else uri)
 
 
-def connect(uri: str):
-    """An ``MlflowClient`` for ``uri`` that has answered once; else a one-line ``FoodpipeError``."""
+def local_database(uri: str) -> str | None:
+    """The SQLite file a tracking ``uri`` names or ``local_store_uri`` would make (a folder, ``file:``,
+    ``sqlite:///``); None for a server."""
+    scheme = urlparse(uri).scheme
+    if scheme == "sqlite":
+        return uri[len("sqlite:///"):] or None
+    if scheme in ("http", "https", "postgresql", "mysql", "databricks"):
+        return None
+    return os.path.join(os.path.abspath(uri[len("file:"):] if scheme == "file" else uri), "mlflow.db")
+
+
+def connect(uri: str, create: bool = True):
+    """An ``MlflowClient`` for ``uri`` that has answered once; else a one-line ``FoodpipeError``.
+    ``create=False`` (commands that only read runs and models): a local store that is not there is
+    that one line, not made empty (a typo in ``--mlflow-uri``, or the command run in another folder)."""
     configure_mlflow_client()
+    database = None if create else local_database(uri)
+    if database and not os.path.isfile(database):
+        raise FoodpipeError(f"no MLflow store at {database}: nothing has been tracked there (name the store or "
+                            f"server with --mlflow-uri or MLFLOW_TRACKING_URI)")
     import mlflow
 
     uri = resolve_tracking_uri(uri)
