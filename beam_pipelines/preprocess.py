@@ -142,6 +142,7 @@ def main(argv=None) -> int:
     process_memory.limit_arenas()  # this process is the job: before the runner's threads start
     logs.setup(verbose="--verbose" in (argv or []))
     config, args, beam_args = parse(argv)
+    process.check_result_file(args.json)
     process.emit_result(result_line(execute(config, beam_args, args.s3_endpoint, progress=not args.quiet)), args.json)
     return 0
 

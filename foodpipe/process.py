@@ -13,8 +13,8 @@ import os
 import sys
 import traceback
 
-from foodpipe import logs
-from foodpipe.errors import FoodpipeError
+from foodpipe import logs, storage
+from foodpipe.errors import FoodpipeError, RunFailed
 
 EXIT_BUG, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 PREFIX = "foodpipe: error:"
@@ -80,12 +80,28 @@ def print_rows(rows: list[dict]) -> None:
         print("  ".join(row[key].ljust(width) for key, width in widths.items()))
 
 
+def check_result_file(json_file: str | None) -> None:
+    """Before any work: ``--json FILE`` can be written (its folder is made if missing); else one
+    line, exit 2, rather than a traceback once the work is done."""
+    if not json_file:
+        return
+    folder = storage.make_local_folder(os.path.dirname(os.path.abspath(json_file)), "the --json file's folder")
+    if os.path.isdir(json_file) or not os.access(json_file if os.path.exists(json_file) else folder, os.W_OK):
+        raise FoodpipeError(f"--json {json_file} cannot be written: "
+                            f"{'a folder is there' if os.path.isdir(json_file) else 'no permission'}")
+
+
 def emit_result(result, json_file: str | None = None) -> None:
-    """The command's result: one JSON line, the last line of stdout; with ``json_file`` also there."""
+    """The command's result: one JSON line, the last line of stdout; with ``json_file`` also there
+    (a file that cannot be written after all is one line, exit 3: the result is the line above)."""
     print(json.dumps(result), flush=True)
     if json_file:
-        with open(json_file, "w") as f:
-            json.dump(result, f, indent=2)
+        try:
+            with open(json_file, "w") as f:
+                json.dump(result, f, indent=2)
+        except OSError as exc:
+            raise RunFailed(f"the result could not be written to {json_file} ({exc.strerror or exc}); "
+                            f"it is the last line of stdout") from None
 
 
 def run(function) -> int:

@@ -155,11 +155,24 @@ def links_outside(location: str, folder: str) -> bool:
 
 def check_folder(folder: str, what: str, settings: s3.S3Settings | None = None, must_exist: bool = True) -> None:
     """A one-line error unless ``folder`` can be used: on S3 its bucket exists and takes the
-    credentials; locally the folder exists (unless not ``must_exist``: writes make it)."""
+    credentials; locally the folder exists, or (not ``must_exist``: a folder to write) is made."""
     if uri.is_s3(folder):
         s3.check_bucket(settings or s3.S3Settings.from_env(), uri.split_s3(folder)[0], what)
-    elif must_exist and not os.path.isdir(folder):
+    elif not must_exist:
+        make_local_folder(folder, "the folder")
+    elif not os.path.isdir(folder):
         raise FoodpipeError(f"folder does not exist: {folder}")
+
+
+def make_local_folder(folder: str, what: str) -> str:
+    """``folder`` (local) made if it is not there; a one-line error naming ``what`` it is for if it
+    cannot be (a file in the way, no permission, a read-only file system)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        reason = "a file is there" if os.path.isfile(folder) else exc.strerror or exc
+        raise FoodpipeError(f"cannot make {what} at {folder}: {reason}") from None
+    return folder
 
 
 def delete(locations: list[str], settings: s3.S3Settings | None = None) -> None:

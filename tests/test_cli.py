@@ -48,6 +48,40 @@ def test_reading_runs_from_a_local_store_that_is_not_there_is_one_line_and_makes
     assert not store.exists()
 
 
+SYNTH = ["synth", "--classes", "1", "--per-class", "1"]
+
+
+@pytest.mark.parametrize("command,message", [
+    ([*SYNTH, "OUT", "--json", "A_FILE/result.json"], "cannot make the --json file's folder at A_FILE: a file is there"),
+    ([*SYNTH, "OUT", "--json", "TMP"], "--json TMP cannot be written: a folder is there"),
+    ([*SYNTH, "A_FILE/out"], "cannot make synth's output at A_FILE/out: Not a directory"),
+    (["demo", "--workdir", "A_FILE"], "cannot make the demo's --workdir at A_FILE: a file is there"),
+], ids=["json-folder-blocked", "json-is-a-folder", "output-blocked", "demo-workdir-blocked"])
+def test_a_path_that_cannot_be_written_is_one_line_before_any_work(command, message, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    paths = {"A_FILE": str(a_file), "TMP": str(tmp_path), "OUT": str(tmp_path / "out")}
+
+    def placed(text: str) -> str:
+        for name, path in paths.items():
+            text = text.replace(name, path)
+        return text
+
+    result = foodpipe(*map(placed, command))
+    assert result.returncode == 2 and result.stderr.strip() == f"foodpipe: error: {placed(message)}", result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_result_file_unwritable_after_the_work_is_exit_3_with_the_result_on_stdout(tmp_path, capsys):
+    from foodpipe import process
+    from foodpipe.errors import RunFailed
+
+    gone = tmp_path / "gone" / "result.json"  # its folder removed while the work ran
+    with pytest.raises(RunFailed, match=f"could not be written to {gone} .*last line of stdout") as raised:
+        process.emit_result({"images": 3}, str(gone))
+    assert raised.value.exit_code == 3 and json.loads(capsys.readouterr().out.splitlines()[-1]) == {"images": 3}
+
+
 def subcommand_parsers(parser, prefix: str = "") -> dict:
     """``{name: parser}`` of every (sub)command, nested ones (``bench input``) included."""
     found = {}

@@ -190,8 +190,13 @@ def test_unknown_class_empty_input_and_output_inside_input(raw_dataset, tmp_path
     ]
     (tmp_path / "empty" / "images" / "pizza").mkdir(parents=True)
     cases.append((["--input", str(tmp_path / "empty"), "--output", str(tmp_path / "c")], "no images found"))
+    a_file = tmp_path / "a-file"  # where a folder would be made: the output's, the result file's
+    a_file.write_text("")
+    cases += [(["--input", raw_dataset, "--output", str(a_file / "d")], f"cannot make the folder at {a_file / 'd'}"),
+              (["--input", raw_dataset, "--output", str(tmp_path / "e"), "--json", str(a_file / "result.json")],
+               f"cannot make the --json file's folder at {a_file}: a file is there")]
     for args, message in cases:
         result = foodpipe("preprocess", *args)
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
-    assert not os.path.exists(os.path.join(raw_dataset, "out"))
+    assert not os.path.exists(os.path.join(raw_dataset, "out")) and not (tmp_path / "e").exists()

@@ -129,6 +129,11 @@ def test_folder_checks(tmp_path, s3_endpoint):
     with pytest.raises(FoodpipeError, match="folder does not exist"):
         storage.check_folder(str(tmp_path / "none"), "reading it")
     storage.check_folder(str(tmp_path / "none"), "writing it", must_exist=False)
+    assert (tmp_path / "none").is_dir()  # a folder to write is made
+    (tmp_path / "file").write_bytes(b"")
+    for blocked, reason in ((tmp_path / "file", "a file is there"), (tmp_path / "file" / "sub", "Not a directory")):
+        with pytest.raises(FoodpipeError, match=f"^cannot make the folder at {blocked}: {reason}$"):
+            storage.check_folder(str(blocked), "writing it", must_exist=False)
     with pytest.raises(FoodpipeError, match="bucket 'no-such-bucket-here' does not exist"):
         storage.check_folder("s3://no-such-bucket-here/x", "reading it", settings)
     with pytest.raises(FoodpipeError, match="one is on S3 and the other is not"):

@@ -540,17 +540,24 @@ def test_tracking_server_outage_mid_run_does_not_stop_training(dataset, tmp_path
     (["train", "--data", "/no/such/dataset", "--mlflow-uri", "UNUSED"], "dataset incomplete: no metadata.json"),
     (["train", "--data", "DATA", "--model", "vgg"], "unknown model 'vgg'"),
     (["train", "--data", "DATA", "--mlflow-uri", "http://127.0.0.1:PORT"], "is unreachable"),
-    (["evaluate", "--model", "runs:/0123456789abcdef/model", "--data", "DATA"], "cannot load model runs:/"),
+    (["train", "--data", "DATA", "--mlflow-uri", "A_FILE"], "cannot make the local MLflow store at A_FILE: a file is"),
+    (["train", "--data", "DATA", *TINY, "--checkpoint-dir", "A_FILE/ckpt"], "cannot make the folder at A_FILE/ckpt"),
+    (["evaluate", "--model", "runs:/0123456789abcdef/model", "--data", "DATA", "--mlflow-uri", "SERVER"],
+     "cannot load model runs:/"),
+    (["evaluate", "--model", "runs:/0123456789abcdef/model", "--data", "DATA"], "no MLflow store at"),
     (["evaluate", "--model", "/no/such/model", "--data", "DATA"], "does not exist"),
     (["predict", "--model", "/no/such/model", "NOT_AN_IMAGE"], "not an image"),
     (["predict", "--model", "/no/such/model", "/no/such/photo.jpg"], "/no/such/photo.jpg does not exist"),
-], ids=["no-dataset", "unknown-model", "tracking-unreachable", "no-such-run", "no-such-path", "not-an-image",
-        "no-such-image"])
-def test_bad_input_is_one_clear_line(command, message, dataset, tmp_path):
-    not_an_image = tmp_path / "photo.jpg"
+], ids=["no-dataset", "unknown-model", "tracking-unreachable", "store-blocked", "checkpoint-dir-blocked",
+        "no-such-run", "no-store", "no-such-path", "not-an-image", "no-such-image"])
+def test_bad_input_is_one_clear_line(command, message, dataset, tmp_path, mlflow_server):
+    not_an_image, a_file = tmp_path / "photo.jpg", tmp_path / "a-file"
     not_an_image.write_text("plain text, not a JPEG\n")
-    replace = {"DATA": dataset, "UNUSED": str(tmp_path / "mlruns"), "NOT_AN_IMAGE": str(not_an_image)}
-    argv = [replace.get(arg, arg).replace("PORT", str(free_port())) for arg in command]
+    a_file.write_text("a file where a folder would be made\n")
+    replace = {"DATA": dataset, "UNUSED": str(tmp_path / "mlruns"), "NOT_AN_IMAGE": str(not_an_image),
+               "SERVER": mlflow_server}
+    message = message.replace("A_FILE", str(a_file))
+    argv = [replace.get(arg, arg).replace("PORT", str(free_port())).replace("A_FILE", str(a_file)) for arg in command]
     result = foodpipe(*argv, env={**os.environ, "MLFLOW_TRACKING_URI": str(tmp_path / "mlruns")})
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

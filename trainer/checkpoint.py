@@ -43,6 +43,8 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.writer = writer
         self._restored_plateau: dict | None = None
         self._state_path = uri.join(directory, STATE_FILE)
+        if writer:  # before training: a folder that cannot be written is one line now, not after an epoch
+            storage.check_folder(directory, f"writing checkpoints to {directory}", must_exist=False)
         self._scratch = scratch.make("ckpt")
         self.extra: dict = {}  # saved with the state (the MLflow run id), returned by restore()
 

@@ -10,7 +10,7 @@ import os
 import time
 from urllib.parse import urlparse
 
-from foodpipe import logs, scratch
+from foodpipe import logs, scratch, storage
 from foodpipe.errors import FoodpipeError, first_line
 
 log = logging.getLogger(f"foodpipe.{__name__}")  # under the logger the commands show
@@ -43,7 +43,7 @@ def local_store_uri(path: str) -> str:
 
     MLflow 3 refuses its old file store by default, and a database also backs the Model Registry.
     """
-    os.makedirs(path, exist_ok=True)
+    storage.make_local_folder(path, "the local MLflow store")
     return f"sqlite:///{os.path.abspath(path)}/mlflow.db"
 
 

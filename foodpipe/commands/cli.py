@@ -56,8 +56,10 @@ def cmd_worker(config: configs.WorkerConfig, args):
 def cmd_synth(config, args) -> dict:
     from tqdm import tqdm
 
+    from foodpipe import storage
     from foodpipe.tools import synth
 
+    storage.make_local_folder(config.out, "synth's output")  # before the progress bar
     with tqdm(total=config.classes * config.per_class, desc="synth", unit="img", disable=args.quiet) as bar:
         counts = synth.generate(config, progress=bar.update)
     print(f"wrote {counts['images']} images in {counts['classes']} classes (+{counts['corrupt']} corrupt) "
@@ -269,6 +271,7 @@ def dispatch(argv: list[str]) -> int:
 
         return preprocess.main(argv[1:])
     args, config = parse(argv)
+    process.check_result_file(getattr(args, "json", None))
     result = args.func(config, args)
     if "json" not in args:  # a command without a result (s3-server): its own exit code
         return result or 0

@@ -88,7 +88,7 @@ def run(demo: DemoConfig, quiet: bool = False) -> dict:
     from trainer import evaluate, predict, registry, train, tracking
     from trainer.config import TrainConfig
 
-    workdir = os.path.abspath(demo.workdir)
+    workdir = storage.make_local_folder(os.path.abspath(demo.workdir), "the demo's --workdir")
     raw_dir, local_copy = os.path.join(workdir, "raw"), os.path.join(workdir, "food10")
     store = os.path.join(workdir, "mlruns")
     for made in (raw_dir, local_copy):
