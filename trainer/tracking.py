@@ -47,9 +47,12 @@ def local_store_uri(path: str) -> str:
     return f"sqlite:///{os.path.abspath(path)}/mlflow.db"
 
 
+REMOTE_SCHEMES = ("http", "https", "postgresql", "mysql", "databricks")  # a tracking or database server
+
+
 def resolve_tracking_uri(uri: str) -> str:
     scheme = urlparse(uri).scheme
-    if scheme in ("http", "https", "sqlite", "postgresql", "mysql", "databricks"):
+    if scheme in REMOTE_SCHEMES or scheme == "sqlite":
         return uri
     return local_store_uri(uri[len("file:"):] if scheme == "file" else uri)
 
@@ -60,7 +63,7 @@ def local_database(uri: str) -> str | None:
     scheme = urlparse(uri).scheme
     if scheme == "sqlite":
         return uri[len("sqlite:///"):] or None
-    if scheme in ("http", "https", "postgresql", "mysql", "databricks"):
+    if scheme in REMOTE_SCHEMES:
         return None
     return os.path.join(os.path.abspath(uri[len("file:"):] if scheme == "file" else uri), "mlflow.db")
 
