@@ -82,6 +82,17 @@ def test_a_result_file_unwritable_after_the_work_is_exit_3_with_the_result_on_st
     assert raised.value.exit_code == 3 and json.loads(capsys.readouterr().out.splitlines()[-1]) == {"images": 3}
 
 
+@pytest.mark.parametrize("command,allowed", [
+    (["s3-server", "--port", "99999"], "0 and 65535"),  # a socket took it modulo 65536: it served on 34463
+    (["input-service", "worker", "--dispatcher", "127.0.0.1:1", "--port", "70000"], "0 and 65535"),
+    (["input-service", "dispatcher", "--port", "65535"], "1 and 65534"),  # its workers' presence: the next port
+], ids=["s3-server", "input-service-worker", "input-service-dispatcher"])
+def test_a_port_out_of_range_is_one_line_before_any_server_starts(command, allowed):
+    result = foodpipe(*command, timeout=120)  # the timeout only ends a broken test: a server serving for ever
+    assert result.returncode == 2 and result.stdout == "", result.stdout + result.stderr
+    assert result.stderr.strip() == f"foodpipe: error: port must be between {allowed}, got {command[-1]}"
+
+
 def subcommand_parsers(parser, prefix: str = "") -> dict:
     """``{name: parser}`` of every (sub)command, nested ones (``bench input``) included."""
     found = {}

@@ -18,10 +18,19 @@ MODEL_URI_HELP = ("runs:/RUN/model, models:/NAME/VERSION, models:/NAME@ALIAS, an
                   ".keras file")
 
 
+def check_port(port: int, lowest: int = 0, highest: int = 65535) -> None:
+    """A one-line error for a port out of range (a socket would take it modulo 65536)."""
+    if not lowest <= port <= highest:
+        raise FoodpipeError(f"port must be between {lowest} and {highest}, got {port}")
+
+
 @dataclasses.dataclass(frozen=True)
 class S3ServerConfig:
     host: str = setting("127.0.0.1", "address to listen on")
     port: int = setting(9000, "port to listen on; 0 picks a free one (printed)")
+
+    def __post_init__(self):
+        check_port(self.port)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,8 +119,7 @@ class DispatcherConfig:
                                          "dispatcher carries on where it was")
 
     def __post_init__(self):
-        if not 1 <= self.port <= 65534:
-            raise FoodpipeError(f"port must be between 1 and 65534, got {self.port}")
+        check_port(self.port, lowest=1, highest=65534)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,3 +128,6 @@ class WorkerConfig:
     port: int = setting(5052, "port the trainers fetch batches from; 0 picks a free one (printed)")
     address: str = setting(socket.gethostname(), "host name by which trainers reach this worker (this "
                                                  "machine's name)")
+
+    def __post_init__(self):
+        check_port(self.port)
