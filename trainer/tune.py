@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import time
+import warnings
 
 import keras
 
@@ -114,10 +115,15 @@ class ReportToTrial(keras.callbacks.Callback):
 
 def rdb_storage(url: str):
     """Optuna's storage at ``url``, its tables made if missing (two processes starting on a new
-    database race to make them: ``tracking.retried``)."""
+    database race to make them: ``tracking.retried``). The heartbeat (a killed process's trial
+    marked failed) is what a resumed sweep relies on; Optuna's warning that it is experimental is
+    not shown on every run."""
     import optuna
 
-    return tracking.retried(lambda: optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180), url)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return tracking.retried(lambda: optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180),
+                                url)
 
 
 def open_study(config: TuneConfig):
