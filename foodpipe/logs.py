@@ -22,6 +22,8 @@ KNOWN_NOISE = (
     "No semi_persistent_directory found",  # Beam workers started by the DirectRunner
     "Logging handler created",  # Beam workers
     "default partition size",  # Beam's Dask runner
+    # urllib3 under MLflow's client, each retry: foodpipe's own line says the server is unreachable or away.
+    "Retrying (Retry(",
     # TensorFlow 2.16's C++ runtime, each time a finite dataset ends (tensorflow/tensorflow#62963).
     "Local rendezvous is aborting with status: OUT_OF_RANGE",
 )

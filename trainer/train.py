@@ -328,17 +328,17 @@ def train_and_evaluate(config: TrainConfig, writer=None, progress: bool = True, 
     strategy = start_compute(config)
     chief = strategies.is_chief()
     info = read_dataset(config)
-    writer = writer or make_writer(config, chief)
-    with strategy.scope():
-        model = build_model(config, info.num_classes, info.pixel_stats,
-                            global_batches(info, schema.TRAIN, config.input.batch_size))
-
     best = KeepBest(keep_weights=config.keep == "best")
     plateau = keras.callbacks.ReduceLROnPlateau(
         monitor="loss", factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr, verbose=1) \
         if config.lr_schedule == "plateau" else None
     checkpoint = ResumableCheckpoint(config.checkpoint_dir, best, plateau, writer=chief) \
-        if config.checkpoint_dir else None
+        if config.checkpoint_dir else None  # its folder checked before any MLflow store is made or run started
+    writer = writer or make_writer(config, chief)
+    with strategy.scope():
+        model = build_model(config, info.num_classes, info.pixel_stats,
+                            global_batches(info, schema.TRAIN, config.input.batch_size))
+
     initial_epoch, history, previous_run = resume(checkpoint, model)
     params = {**config.params(), "dataset_metadata_sha256": info.sha256}
     run_id = writer.start(params, run_tags(strategy), run_id=previous_run)
