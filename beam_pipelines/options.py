@@ -20,6 +20,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import config as job_config
 from foodpipe import __version__, config as settings, process, s3
+from foodpipe.errors import FoodpipeError, first_line
 
 
 def default_runner_flags(beam_args: list[str]) -> list[str]:
@@ -94,17 +95,31 @@ def dask_partition_flags(options: PipelineOptions) -> list[str]:
     address = given.get("address")
     if not address:  # the runner starts a local cluster
         return [f"--dask_npartitions={PARTITIONS_PER_DASK_THREAD * (os.cpu_count() or 1)}"]
-    with distributed.Client(address, timeout=given.get("timeout") or 30) as client:
-        threads = sum(client.nthreads().values())
+    try:
+        with distributed.Client(address, timeout=given.get("timeout") or 30) as client:
+            threads = sum(client.nthreads().values())
+    except OSError as exc:  # no scheduler there: before the job starts
+        raise FoodpipeError(f"cannot reach the Dask scheduler at {address}: {first_line(exc, 300)}") from None
     return [f"--dask_npartitions={PARTITIONS_PER_DASK_THREAD * max(1, threads)}"]
 
 
 def pipeline_options(beam_args: list[str], settings: s3.S3Settings) -> PipelineOptions:
     beam_args = resolve_runner_aliases(beam_args) + settings.beam_flags()
     options = PipelineOptions(beam_args + default_runner_flags(beam_args))
+    check_runner(options)
     if runner_name(options) == "DaskRunner":
         options = PipelineOptions(beam_args + dask_partition_flags(options))
     return options
+
+
+def check_runner(options: PipelineOptions) -> None:
+    """A ``--runner`` Beam does not know, or whose extras are not installed, is one line before the
+    job starts (Beam would say so only when the pipeline runs)."""
+    runner = options.view_as(beam.options.pipeline_options.StandardOptions).runner
+    try:
+        beam.runners.create_runner(runner)
+    except (ValueError, ImportError) as exc:
+        raise FoodpipeError(f"--runner {runner}: {first_line(exc, 300)}") from None
 
 
 def runner_name(options: PipelineOptions) -> str:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from beam_pipelines import preprocess
 from foodpipe import schema
-from tests.conftest import foodpipe, read_local_dataset
+from tests.conftest import foodpipe, free_port, read_local_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -170,9 +170,13 @@ def test_classes_file_keeps_only_those_classes(raw_dataset, tmp_path):
     (["--split", "0.5,0.2,0.2"], "must sum to 1"),
     (["--classes-file", "/nonexistent/classes.txt"], "cannot read classes file"),
     (["--shard-size-mb", "0"], "must be positive"),
+    (["--runner", "NoSuchRunner"], "--runner NoSuchRunner: Unexpected pipeline runner"),
+    (["--runner", "DaskRunner", "--dask_client_address", "127.0.0.1:PORT", "--dask_connection_timeout", "5"],
+     "cannot reach the Dask scheduler at 127.0.0.1:"),  # nothing listens there
 ])
 def test_bad_flags_fail_with_one_line(raw_dataset, tmp_path, extra, message):
     out = tmp_path / "ds"
+    extra = [arg.replace("PORT", str(free_port())) for arg in extra]
     result = foodpipe("preprocess", "--input", raw_dataset, "--output", str(out), *extra)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
