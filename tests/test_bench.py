@@ -61,13 +61,19 @@ def test_bench_preprocess_reports_every_figure(raw_dataset, tmp_path):
     assert figures["single_loop_seconds"] == min(figures["single_loop_seconds_each"])
 
 
-def test_bench_needs_an_input():
+def test_bench_needs_an_input(tmp_path):
     result = foodpipe("bench", "preprocess")
     assert result.returncode == 2 and "the following arguments are required: --input" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("foodpipe: error:")
     result = foodpipe("bench", "preprocess", "--input", "/no/matter", "--repeats", "0")
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "foodpipe: error: --repeats must be at least 1, got 0"]
+    result = foodpipe("bench", "preprocess", "--input", "/no/such/input")  # checked before either run
+    assert result.returncode == 2 and result.stderr.strip() == "foodpipe: error: folder does not exist: /no/such/input"
+    (tmp_path / "images" / "pizza").mkdir(parents=True)
+    result = foodpipe("bench", "preprocess", "--input", str(tmp_path))  # the job's own error, said once
+    assert result.returncode == 2 and result.stderr.strip().startswith(
+        "foodpipe: error: beam_pipelines.preprocess failed: no images found") and result.stderr.count("error:") == 1
 
 
 INPUT_KEYS = ("decode_only_img_per_s", "train_pipeline_img_per_s", "eval_pipeline_img_per_s",

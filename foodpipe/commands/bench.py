@@ -78,7 +78,8 @@ def measure(args: list[str]) -> dict:
     done.set()
     sampler.join()
     if proc.returncode != 0:
-        raise FoodpipeError(f"{args[2]} failed: {stderr.strip().splitlines()[-1] if stderr.strip() else proc.returncode}")
+        said = stderr.strip().splitlines()[-1].removeprefix(f"{process.PREFIX} ") if stderr.strip() else proc.returncode
+        raise FoodpipeError(f"{args[2]} failed: {said}")
     return {"seconds": seconds, "started": started_wall, "ended": ended_wall, "stdout": stdout, "stderr": stderr,
             **{f"{key}_peak_rss_mb": value / 2**20 for key, value in peak.items()},
             "each_worker_peak_rss_mb": sorted((value / 2**20 for value in each.values()), reverse=True)}
@@ -177,6 +178,7 @@ def bench_preprocess(input_uri: str, extra: list[str], runner_flags: list[str] =
     machine touches both alike), and the figures are each one's median run's."""
     if repeats < 1:
         raise FoodpipeError(f"--repeats must be at least 1, got {repeats}")
+    storage.check_folder(input_uri, f"reading {input_uri}", settings)
     warm_input(input_uri, settings)
     with tempfile.TemporaryDirectory(prefix="foodpipe-bench-") as tmp:
         beam_out, loop_out = os.path.join(tmp, "beam"), os.path.join(tmp, "loop")
