@@ -6,7 +6,8 @@ import collections
 import dataclasses
 import math
 
-from beam_pipelines import split
+from beam_pipelines import placement, split
+from beam_pipelines.placement import locate
 from foodpipe import classes as class_lists
 from foodpipe import s3, schema, storage, uri
 from foodpipe.errors import FoodpipeError
@@ -20,16 +21,6 @@ def list_input(input_uri: str, settings: s3.S3Settings) -> dict[str, int]:
         return storage.list_files(uri.join(input_uri, "images"), settings)
     except Exception as exc:
         raise storage.describe(exc, input_uri, f"listing {input_uri}", settings) from None
-
-
-def locate(path: str, images_root: str) -> tuple[str, str] | None:
-    """``(class_name, image_id)`` for ``ROOT/images/<class>/<file>``, else None."""
-    relative = path[len(images_root):].lstrip("/") if path.startswith(images_root) else ""
-    parts = relative.split("/")
-    if len(parts) != 2 or not all(parts):
-        return None
-    class_name, filename = parts
-    return class_name, f"{class_name}/{filename.rsplit('.', 1)[0]}"
 
 
 def class_totals(files: dict[str, int], input_uri: str) -> dict[str, list[int]]:
@@ -85,14 +76,15 @@ def select_classes(available: dict, input_uri: str, classes_file: str | None) ->
 class Plan:
     classes: list[str]  # the classes to keep, sorted
     shard_counts: dict[str, int]  # shards per split
-    paths: list[str]  # every listed file, sorted: the job's input (files of other classes are skipped)
+    paths: list[str]  # every listed file, sorted (files of other classes are skipped)
     split_plan: split.SplitPlan = split.SplitPlan()  # where each image goes
+    placed: placement.Placement = placement.Placement([], [], 0)  # the job's work: one task per shard
 
 
 def plan(config, settings: s3.S3Settings) -> Plan:
     """The input files, the classes to keep, where each image goes and the shard count of each
-    split, sized from the listed input bytes (the Beam job and its single-process peer both start
-    here)."""
+    split, sized from the listed input bytes, and the shard tasks (the Beam job and its
+    single-process peer both start here)."""
     files = list_input(config.input, settings)
     classes = select_classes(class_totals(files, config.input), config.input, config.classes_file)
     kept = set(classes)
@@ -102,8 +94,9 @@ def plan(config, settings: s3.S3Settings) -> Plan:
         if located and located[0] in kept:
             sizes[located[1]] += size
     split_plan = plan_split(config, sizes, kept, settings)
-    return Plan(classes, shard_counts(expected_split_bytes(split_plan, sizes), config.shard_size_bytes),
-                sorted(files), split_plan)
+    counts, paths = shard_counts(expected_split_bytes(split_plan, sizes), config.shard_size_bytes), sorted(files)
+    placed = placement.place(paths, config.images_root, classes, split_plan, counts, config.seed)
+    return Plan(classes, {task.split: task.count for task in placed.tasks}, paths, split_plan, placed)
 
 
 def plan_split(config, sizes: dict[str, int], kept: set[str], settings: s3.S3Settings) -> split.SplitPlan:

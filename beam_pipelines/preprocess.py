@@ -116,9 +116,10 @@ def execute(config: job_config.PreprocessConfig, beam_args: list[str], s3_endpoi
     planned = preflight.plan(config, settings)
     storage.check_folder(config.output, f"writing {config.output}", settings, must_exist=False)
     staging = output.new_staging_dir(config.output)
-    log.info("preprocess: %d classes, %d files from %s -> %s (runner %s)", len(planned.classes), len(planned.paths),
-             config.input, config.output, runner)
-    tracker = progress_lines.Progress(len(planned.paths)) if progress and workers_on_this_host(options) else None
+    to_read = sum(len(task.images) for task in planned.placed.tasks)
+    log.info("preprocess: %d classes, %d files from %s -> %s in %d shards (runner %s)", len(planned.classes),
+             len(planned.paths), config.input, config.output, len(planned.placed.tasks), runner)
+    tracker = progress_lines.Progress(to_read) if progress and workers_on_this_host(options) else None
     planned_at = time.time() - job_started
     started = time.monotonic()
     with output.exclusive(config.output, settings):

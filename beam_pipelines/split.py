@@ -14,7 +14,8 @@ in two splits and each split's size per class is within one group of its fractio
 images lie in several classes is assigned in a stratum of its own, with the other such groups.
 
 The result depends only on the ids, the lists, the fractions and the seed: not on the runner, the
-number of workers or the order the files were listed in. Ids are ``<class>/<file name without
+number of workers or the order the files were listed in. The driver places the listed images
+(``placement``) before any is read, so an image validation rejects moves no other. Ids are ``<class>/<file name without
 extension>``, as in the manifest and in Food-101's lists.
 """
 

@@ -1,26 +1,33 @@
 import collections
-import dataclasses
 import hashlib
-import io
 import json
 import os
 
 import apache_beam as beam
-import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_pipelines import preflight, single_process, split, transforms
-from foodpipe import images
+from beam_pipelines import placement, preflight, single_process, split, transforms
+from foodpipe import images, schema, storage
 from foodpipe.s3 import S3Settings
-from foodpipe.tfrecord import crc32c
 from tests.test_images import jpeg
 
 
-def record(image_id, split_name=None, sums=images.ZERO_SUMS):
-    class_name = image_id.split("/")[0]
-    return transforms.ImageRecord(image_id, f"/x/images/{image_id}.jpg", class_name, 0, 10, 10, 100, 0, sums,
-                                  split_name)
+def shared(tmp_path, classes=("pizza", "ramen")):
+    return transforms.ShardSettings(str(tmp_path / "out"), str(tmp_path / "parts"), tuple(classes),
+                                    str(tmp_path / "images"), images.StorePolicy(), S3Settings())
+
+
+def write_images(tmp_path, files: dict) -> list[str]:
+    for name, data in files.items():
+        path = tmp_path / "images" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return sorted(str(path) for path in (tmp_path / "images").glob("*/*"))
+
+
+def placed_splits(placed: placement.Placement) -> dict[str, str]:
+    return {image_id: task.split for task in placed.tasks for image_id, _, _ in task.images}
 
 
 def pipeline():
@@ -34,30 +41,30 @@ def test_locate_reads_class_and_id_from_the_layout():
     assert preflight.locate("/d/images/a/b/c.jpg", "/d/images") is None
 
 
-def test_assign_splits_is_stratified_per_class():
+def test_placement_is_stratified_per_class():
     ids = [f"{c}/{i}" for c in ("pizza", "ramen") for i in range(20)]
     expected = {}
     for c in ("pizza", "ramen"):
         expected.update(split.assign([i for i in ids if i.startswith(c)], (0.75, 0.2, 0.05), seed=4))
-    with pipeline() as p:
-        result = (p | beam.Create([record(i) for i in ids])
-                  | transforms.AssignSplits(split.SplitPlan(fractions=(0.75, 0.2, 0.05), seed=4))
-                  | beam.Map(lambda r: (r.image_id, r.split)))
-        assert_that(result, equal_to(sorted(expected.items())))
+    paths = [f"/x/images/{i}.jpg" for i in ids]
+    placed = placement.place(paths, "/x/images", ["pizza", "ramen"], split.SplitPlan(fractions=(0.75, 0.2, 0.05), seed=4),
+                             {"train": 2, "val": 1, "test": 1}, seed=4)
+    assert placed_splits(placed) == expected
 
 
-def test_assign_splits_keeps_listed_records_and_places_whole_groups():
-    """Records a list placed pass through; the others are placed by group, groups across classes
-    in a stratum of their own."""
-    listed = [dataclasses.replace(record(f"pizza/listed{i}"), split="test") for i in range(3)]
-    grouped = [dataclasses.replace(record(f"{c}/{g}_{i}"), group=f"{c}/{g}")
-               for c in ("pizza", "ramen") for g in "abcdef" for i in range(3)]
-    across = [dataclasses.replace(record(f"{c}/x{i}"), group="x") for c in ("pizza", "ramen") for i in range(2)]
-    plan = split.SplitPlan(fractions=(0.5, 0.5, 0.0), seed=1, mixed=frozenset({"x"}))
-    with pipeline() as p:
-        result = (p | beam.Create(listed + grouped + across) | transforms.AssignSplits(plan)
-                  | beam.Map(lambda r: (r.image_id, r.group, r.split)))
-        assert_that(result, lambda rows: check_placed(rows, plan))
+def test_placement_keeps_listed_images_and_places_whole_groups():
+    """Images a list placed stay there; the others are placed by group, groups across classes in a
+    stratum of their own."""
+    ids = [f"pizza/listed{i}" for i in range(3)] + [f"{c}/{g}_{i}" for c in ("pizza", "ramen") for g in "abcdef"
+                                                     for i in range(3)] + [f"{c}/x{i}" for c in ("pizza", "ramen")
+                                                                           for i in range(2)]
+    listed = {image_id: ("test" if "listed" in image_id else None) for image_id in ids}
+    groups = {image_id: (image_id.split("_")[0] if "_" in image_id else "x") for image_id in ids if "listed" not in image_id}
+    plan = split.SplitPlan(fractions=(0.5, 0.5, 0.0), seed=1, listed=listed, groups=groups, mixed=frozenset({"x"}))
+    placed = placement.place([f"/x/images/{i}.jpg" for i in ids], "/x/images", ["pizza", "ramen"], plan,
+                             {"train": 1, "val": 1, "test": 1}, seed=1)
+    rows = [(image_id, group, task.split) for task in placed.tasks for image_id, _, group in task.images]
+    check_placed(rows, plan)
 
 
 def check_placed(rows, plan):
@@ -72,32 +79,52 @@ def check_placed(rows, plan):
         assert sum(placed[f"{c}/{g}_0"] == "train" for g in "abcdef") == 3
 
 
-def test_compute_stats_sums_only_the_train_split():
-    train = [record("a/1", "train", images.PixelSums(2, (1, 2, 3), (1, 4, 9))),
-             record("a/2", "train", images.PixelSums(1, (5, 5, 5), (25, 25, 25)))]
-    val = [record("a/3", "val", images.PixelSums(7, (7, 7, 7), (49, 49, 49)))]
-    with pipeline() as p:
-        result = p | beam.Create(train + val) | transforms.ComputeStats()
-        assert_that(result, equal_to([images.PixelSums(3, (6, 7, 8), (26, 29, 34))]))
+def test_placement_decides_what_a_path_tells_and_plans_every_shard():
+    """Bad paths are rejected and unlisted images skipped by the driver, unread; every planned shard
+    is a task (empty ones too), each image in one, in the seeded write order; a split the plan gave
+    no bytes (its images all empty files) still gets its shard."""
+    paths = ["/x/images/pizza/1.jpg", "/x/images/pizza/2.jpg", "/x/images/loose.jpg", "/x/images/a/b/c.jpg",
+             "/x/images/pizza/../3.jpg", "/x/images/sushi/4.jpg", "/x/images/ramen/5.jpg", "/x/images/ramen/6.jpg"]
+    plan = split.SplitPlan(source="file", listed={"pizza/1": "train", "pizza/2": "train", "ramen/5": "val"},
+                           unlisted="skip")
+    placed = placement.place(paths, "/x/images", ["pizza", "ramen"], plan, {"train": 4}, seed=0)
+    assert sorted((os.path.basename(r.uri), r.reason) for r in placed.rejections) == [
+        ("3.jpg", "path has a '.' or '..' segment"), ("c.jpg", "not at images/<class>/<file>"),
+        ("loose.jpg", "not at images/<class>/<file>")]
+    assert placed.skipped == 1  # ramen/6; sushi is a class the job leaves out
+    assert [task.name for task in placed.tasks] == [f"train-0000{i}-of-00004.tfrecord" for i in range(4)] + [
+        "val-00000-of-00001.tfrecord"]
+    assert placed_splits(placed) == {"pizza/1": "train", "pizza/2": "train", "ramen/5": "val"}
+    for task in placed.tasks:
+        assert list(task.images) == sorted(task.images, key=lambda entry: placement.write_order(0, entry))
 
 
-def test_read_and_validate_accepts_and_rejects(tmp_path):
-    for name, data in {"pizza/1.jpg": jpeg(), "pizza/2.jpg": b"", "ramen/3.jpg": jpeg(mode="L"),
-                       "sushi/4.jpg": jpeg()}.items():
-        path = tmp_path / "images" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    with pipeline() as p:
-        paths = sorted(str(path) for path in (tmp_path / "images").glob("*/*"))
-        accepted, rejected = p | transforms.ReadAndValidate(paths, str(tmp_path / "images"), ["pizza", "ramen"],
-                                                            images.StorePolicy(), S3Settings(), str(tmp_path / "conv"))
-        assert_that(accepted | beam.Map(lambda r: (r.image_id, r.label, r.converted_uri is not None)),
-                    equal_to([("pizza/1", 0, False), ("ramen/3", 1, True)]), label="accepted")
-        assert_that(rejected | beam.Map(lambda r: (os.path.basename(r.uri), r.reason)),
-                    equal_to([("2.jpg", "empty file")]), label="rejected")
-    # The grey JPEG was converted once, when validated; its shard is written from this copy.
-    (copy,) = (tmp_path / "conv").iterdir()
-    assert copy.read_bytes() == images.stored_bytes((tmp_path / "images/ramen/3.jpg").read_bytes())
+def test_a_shard_sums_only_train_pixels(tmp_path):
+    paths = write_images(tmp_path, {"pizza/1.jpg": jpeg(seed=1), "pizza/2.jpg": jpeg(seed=2)})
+    entries = tuple((f"pizza/{i}", path, None) for i, path in zip((1, 2), paths))
+    facts = {name: transforms.write_shard(placement.ShardTask(name, 0, 1, entries), shared(tmp_path))
+             for name in ("train", "val")}
+    expected = sum((images.inspect(jpeg(seed=i)).sums for i in (1, 2)), images.ZERO_SUMS)
+    assert images.PixelSums(**facts["train"]["pixel_sums"]) == expected
+    assert images.PixelSums(**facts["val"]["pixel_sums"]) == images.ZERO_SUMS
+    summary = transforms.summarize(list(facts.values()), [], str(tmp_path / "out"), S3Settings())
+    assert images.PixelSums(**{k: tuple(v) if isinstance(v, list) else v for k, v in summary["pixel_sums"].items()}) \
+        == expected
+
+
+def test_a_shard_writer_stores_accepted_images_and_rejects_the_rest(tmp_path):
+    paths = write_images(tmp_path, {"pizza/1.jpg": jpeg(), "pizza/2.jpg": b"", "ramen/3.jpg": jpeg(mode="L")})
+    entries = tuple((f"{p.split('/')[-2]}/{os.path.basename(p)[0]}", p, None) for p in paths)
+    seen = []
+    facts = transforms.write_shard(placement.ShardTask("train", 0, 1, entries), shared(tmp_path), seen.append)
+    assert (facts["count"], facts["class_counts"]) == (2, {"pizza": 1, "ramen": 1}) and len(seen) == 3
+    assert [(os.path.basename(r["uri"]), r["reason"]) for r in facts["rejections"]] == [("2.jpg", "empty file")]
+    stored = {example.features.feature[schema.IMAGE_ID].bytes_list.value[0].decode():
+              example.features.feature["image/encoded"].bytes_list.value[0] for example in shard_examples(tmp_path / "out" / "train-00000-of-00001.tfrecord")}
+    # The grey JPEG was converted when validated and stored converted; the RGB JPEG as it was.
+    assert stored == {"pizza/1": jpeg(), "ramen/3": images.stored_bytes(jpeg(mode="L"))}
+    part = transforms.read_manifest_part(facts["manifest_part"], S3Settings())
+    assert part.column("id").to_pylist() == [e[0] for e in entries if e[0] != "pizza/2"]
 
 
 def test_shard_counts_follow_bytes():
@@ -105,47 +132,35 @@ def test_shard_counts_follow_bytes():
     assert preflight.shard_counts({"train": 130 * mb, "val": 10 * mb, "test": 0}, 64 * mb) == {"train": 3, "val": 1}
 
 
-def test_write_shards_writes_every_shard_with_all_records(tmp_path):
-    """The shards records hashed to are written by ``WriteShards``, each with its manifest part; the
-    planned shards no record hashed to (6 records, 8 shards) are written empty when the facts are
-    gathered (``write_missing_shards``): every planned shard exists, and every record is in one."""
+def test_the_job_writes_every_planned_shard_with_all_its_images(tmp_path):
+    """Each shard task becomes its file, written where the task landed: 6 images in 8 planned shards,
+    so some are written empty; every planned shard exists, every image is in one, and beside each
+    shard are its images' manifest rows."""
     import tensorflow as tf
 
-    from foodpipe import schema
-
-    source = tmp_path / "images" / "pizza"
-    source.mkdir(parents=True)
-    records = []
-    for i in range(6):
-        data = jpeg(seed=i)
-        (source / f"{i}.jpg").write_bytes(data)
-        records.append(dataclasses.replace(record(f"pizza/{i}", "train"), uri=str(source / f"{i}.jpg"),
-                                           stored_size=len(data), stored_crc32c=crc32c(data)))
+    paths = write_images(tmp_path, {f"pizza/{i}.jpg": jpeg(seed=i) for i in range(6)})
+    placed = placement.place(paths, str(tmp_path / "images"), ["pizza"], split.SplitPlan(fractions=(1.0, 0.0, 0.0)),
+                             {"train": 8}, seed=0)
     out, facts = tmp_path / "out", tmp_path / "facts.jsonl"
     with pipeline() as p:
-        (p | beam.Create(records)
-         | transforms.WriteShards(str(out), {"train": 8}, seed=0, settings=S3Settings())
+        (p | beam.Create(placed.tasks) | beam.ParDo(transforms.WriteShardFn(shared(tmp_path, ["pizza"])))
          | beam.Map(json.dumps) | beam.io.WriteToText(str(facts), shard_name_template=""))
-    written = [json.loads(line) for line in facts.read_text().splitlines()]
-    assert 0 < len(written) <= 6 and all(shard["count"] > 0 for shard in written)
-    shards = transforms.write_missing_shards(written, {"train": 8}, str(out), S3Settings())
+    written = sorted((json.loads(line) for line in facts.read_text().splitlines()), key=lambda s: s["name"])
     every_shard = [schema.shard_name("train", i, 8) for i in range(8)]
-    assert [shard["name"] for shard in shards] == every_shard == sorted(p.name for p in out.glob("*.tfrecord"))
-    assert sum(shard["count"] for shard in shards) == 6
+    assert [shard["name"] for shard in written] == every_shard == sorted(p.name for p in out.glob("*.tfrecord"))
+    assert sum(shard["count"] for shard in written) == 6 and any(shard["count"] == 0 for shard in written)
     ids = [tf.io.parse_single_example(r, schema.feature_spec())[schema.IMAGE_ID].numpy().decode()
            for r in tf.data.TFRecordDataset(sorted(str(p) for p in out.glob("*.tfrecord")))]
-    assert sorted(ids) == sorted(r.image_id for r in records)
-    # Beside each written shard, its records' rows of the manifest.
-    parts = [transforms.read_manifest_part(str(p), S3Settings()) for p in sorted(out.glob("manifest-parts/*"))]
-    assert [p.name for p in sorted(out.glob("manifest-parts/*"))] == sorted(f"{s['name']}.parquet" for s in written)
+    assert sorted(ids) == [f"pizza/{i}" for i in range(6)]
+    parts = [transforms.read_manifest_part(shard["manifest_part"], S3Settings()) for shard in written]
     assert sorted(i for part in parts for i in part.column("id").to_pylist()) == sorted(ids)
 
 
-def test_each_image_is_parsed_and_converted_once(raw_dataset, tmp_path, monkeypatch):
-    """Validation parses every image and converts some (PNGs, greyscale...); writing the shard reuses
-    that decision and that copy: no image is parsed, nor converted, a second time."""
-    parsed, conversions = collections.Counter(), collections.Counter()
-    convert = images.stored_bytes
+def test_each_image_is_read_parsed_and_converted_once(raw_dataset, tmp_path, monkeypatch):
+    """The shard writer reads, validates and converts (PNGs, greyscale...) each image once, and
+    stores what it read: no image is read, parsed or converted a second time."""
+    parsed, conversions, reads = collections.Counter(), collections.Counter(), collections.Counter()
+    convert, read = images.stored_bytes, storage.read
 
     def counting(data, policy=images.DEFAULT_POLICY):
         stored = convert(data, policy)
@@ -154,25 +169,51 @@ def test_each_image_is_parsed_and_converted_once(raw_dataset, tmp_path, monkeypa
             conversions[hashlib.sha256(data).hexdigest()] += 1
         return stored
 
+    def counting_reads(location, settings=None):
+        if "/images/" in location:
+            reads[location] += 1
+        return read(location, settings)
+
     monkeypatch.setattr(images, "stored_bytes", counting)
+    monkeypatch.setattr(storage, "read", counting_reads)
     single_process.run(["--input", raw_dataset, "--output", str(tmp_path / "out")])
     assert conversions and set(conversions.values()) == {1}
     assert len(parsed) > len(conversions) and set(parsed.values()) == {1}
+    assert len(reads) == 3 * 16 + 3 and set(reads.values()) == {1}
 
 
-def test_a_file_changed_after_validation_stops_its_shard(tmp_path):
-    """The writer checks each image's bytes against validation's size and CRC32C: a file rewritten
-    in between with other bytes of the same size is caught, not stored unchecked."""
-    path = tmp_path / "images" / "pizza" / "1.jpg"
-    path.parent.mkdir(parents=True)
-    data = jpeg(seed=1)
-    path.write_bytes(data)
-    checked = dataclasses.replace(record("pizza/1", "train"), uri=str(path), stored_size=len(data),
-                                  stored_crc32c=crc32c(data))
-    transforms.encode_shard([checked], 0, S3Settings(), io.BytesIO())
-    path.write_bytes(data[:-2] + bytes([data[-2] ^ 1]) + data[-1:])
-    with pytest.raises(RuntimeError, match="1.jpg changed while the job was running"):
-        transforms.encode_shard([checked], 0, S3Settings(), io.BytesIO())
+def test_a_rejected_image_moves_no_other_image(tmp_path):
+    """The split is decided from the listing: an image validation rejects leaves its place empty,
+    and every other image stays in its split and shard."""
+    from foodpipe.tools import synth
+
+    raw = tmp_path / "raw"
+    synth.generate(synth.SynthConfig(str(raw), classes=2, per_class=20, seed=5))
+    before = placement_of(raw, tmp_path / "before")
+    broken = sorted((raw / "images").glob("*/*.jpg"))[3]
+    broken.write_bytes(b"\0" * broken.stat().st_size)  # the same size: the same shard counts are planned
+    after = placement_of(raw, tmp_path / "after")
+    assert set(before) - set(after) == {f"{broken.parent.name}/{broken.stem}"}
+    assert all(after[image_id] == place for image_id, place in before.items() if image_id in after)
+
+
+def placement_of(raw, out) -> dict:
+    import pyarrow.parquet as pq
+
+    single_process.run(["--input", str(raw), "--output", str(out), "--shard-size-mb", "0.2"])
+    manifest = pq.read_table(out / "manifest.parquet").to_pylist()
+    shard_of = {}
+    for shard in out.glob("*.tfrecord"):
+        for example in shard_examples(shard):
+            shard_of[example.features.feature[schema.IMAGE_ID].bytes_list.value[0].decode()] = shard.name
+    return {row["id"]: (row["split"], shard_of[row["id"]]) for row in manifest}
+
+
+def shard_examples(path):
+    import tensorflow as tf
+
+    for raw in tf.data.TFRecordDataset(str(path)):
+        yield tf.train.Example.FromString(raw.numpy())
 
 
 def gathered_parts(tmp_path, per_class: int) -> int:
@@ -197,11 +238,11 @@ def gathered_parts(tmp_path, per_class: int) -> int:
 
 
 def test_no_step_gathers_every_image_in_one_place(tmp_path):
-    """The job's one gathering step (manifest, rejections, summary) receives the shards' facts, the
-    statistics and a start element, however many images there are: 4x the images, the same count.
-    (It used to receive every image's manifest row and class count.)"""
+    """The job's one gathering step (manifest, rejections, summary) receives the shards' facts and a
+    start element, however many images there are: 4x the images, the same count. (It used to
+    receive every image's manifest row and class count.)"""
     few, many = gathered_parts(tmp_path, 4), gathered_parts(tmp_path, 16)
-    assert few == many == 2 + 1 + 1  # one shard for each of train and val at the default size; stats; start
+    assert few == many == 2 + 1  # one shard for each of train and val at the default size; start
 
 
 def test_the_jobs_direct_runner_never_tries_prism(monkeypatch):
@@ -224,14 +265,3 @@ def test_the_jobs_direct_runner_never_tries_prism(monkeypatch):
     with beam.Pipeline(options=job_options) as p:
         assert_that(p | beam.Create([1, 2]) | beam.Map(lambda x: x * 2), equal_to([2, 4]))
     assert options.runner_name(job_options) == "DirectRunner" and not tried
-
-
-def test_paths_enter_the_job_in_batches_of_consecutive_paths():
-    """About ``PATH_BATCHES`` elements whatever the input's size (one per path below that), every path
-    once, in order: few elements to reshuffle, enough for every worker and partition."""
-    for count in (0, 3, 1500, 101_000):
-        paths = [f"/in/images/c/{i}.jpg" for i in range(count)]
-        batches = transforms.path_batches(paths)
-        assert [path for batch in batches for path in batch] == paths
-        assert len(batches) == count if count < transforms.PATH_BATCHES else \
-            transforms.PATH_BATCHES <= len(batches) < 2 * transforms.PATH_BATCHES

@@ -119,8 +119,9 @@ def same_output(first: str, second: str) -> bool:
 def stage_seconds(run: dict, timeline: dict) -> dict:
     """The job's wall time by stage, from its own timeline (``metadata.json``'s ``job.timeline``,
     seconds from the job's start) and the process's start and end: imports and start-up before the
-    job, listing and planning, up to the first image validated, validation, the rest of the graph
-    (the shuffles, writing the shards, the dataset files), and the commit and exit. Without the
+    job, listing and planning, up to the first image validated, validation (each image read,
+    validated and written into its shard), the rest of the graph (gathering the shards' facts, the
+    dataset files), and the commit and exit. Without the
     workers' progress (workers on other hosts) the middle three are one ``graph`` stage."""
     start, end = timeline["started"] - run["started"], run["ended"] - timeline["started"]
     stages = {"start_up": start, "planning": timeline["planned_s"]}
