@@ -1,10 +1,9 @@
-"""Global per-channel mean and std, exact: a CombineFn that only ever adds integer partial sums."""
+"""Global per-channel mean and std, exact: from integer sums (``images.PixelSums``) that shard writers
+add per shard and the job adds over the train shards, in any order."""
 
 import math
 
-import apache_beam as beam
-
-from foodpipe.images import ZERO_SUMS, PixelSums
+from foodpipe.images import PixelSums
 
 
 def mean_std(sums: PixelSums) -> tuple[list[float], list[float]]:
@@ -19,22 +18,3 @@ def mean_std(sums: PixelSums) -> tuple[list[float], list[float]]:
     means = [total / n for total in sums.total]
     stds = [math.sqrt((n * sq - total * total) / (n * n)) for total, sq in zip(sums.total, sums.squares)]
     return means, stds
-
-
-class ChannelStatsFn(beam.CombineFn):
-    """Combines ``PixelSums`` in any order and grouping to the same exact total."""
-
-    def create_accumulator(self) -> PixelSums:
-        return ZERO_SUMS
-
-    def add_input(self, accumulator: PixelSums, sums: PixelSums) -> PixelSums:
-        return accumulator + sums
-
-    def merge_accumulators(self, accumulators) -> PixelSums:
-        total = ZERO_SUMS
-        for accumulator in accumulators:
-            total = total + accumulator
-        return total
-
-    def extract_output(self, accumulator: PixelSums) -> PixelSums:
-        return accumulator

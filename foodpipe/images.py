@@ -45,7 +45,7 @@ class PixelSums:
             tuple(a + b for a, b in zip(self.squares, other.squares)),
         )
 
-    def __reduce__(self):  # pickled as its values, without the field names (one per image in the job)
+    def __reduce__(self):  # pickled as its values, without the field names
         return PixelSums, (self.count, self.total, self.squares)
 
 
