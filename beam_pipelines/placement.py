@@ -10,10 +10,12 @@ leaves its place in its split empty (its split is then one image short of the fr
 """
 
 import collections
+import concurrent.futures
 import dataclasses
+import json
 
 from beam_pipelines import split
-from foodpipe import schema
+from foodpipe import s3, schema, storage
 
 
 def locate(path: str, images_root: str) -> tuple[str, str] | None:
@@ -48,16 +50,44 @@ class ShardTask:
 
 
 @dataclasses.dataclass(frozen=True)
+class TaskRef:
+    """A ``ShardTask`` whose image list waits in a file: what the job's graph carries, so that the
+    graph, and what the runner copies of it, does not grow with the images."""
+
+    split: str
+    index: int
+    count: int
+    location: str
+
+    def load(self, settings: s3.S3Settings) -> ShardTask:
+        images = tuple(tuple(entry) for entry in json.loads(storage.read(self.location, settings)))
+        return ShardTask(self.split, self.index, self.count, images)
+
+
+STAGE_THREADS = 16  # task files written at once (on S3 each a round trip)
+
+
+def stage_tasks(tasks: list[ShardTask], folder: str, settings: s3.S3Settings) -> list[TaskRef]:
+    """Writes each task's image list to ``folder/<shard>.json``; returns the references, in order."""
+    refs = [TaskRef(t.split, t.index, t.count, f"{folder}/{t.name}.json") for t in tasks]
+    with concurrent.futures.ThreadPoolExecutor(STAGE_THREADS) as pool:
+        list(pool.map(lambda pair: storage.write(pair[1].location, json.dumps(pair[0].images).encode(), settings),
+                      zip(tasks, refs)))
+    return refs
+
+
+@dataclasses.dataclass(frozen=True)
 class Placement:
     tasks: list[ShardTask]  # every planned shard, empty ones too, by split then index
     rejections: list[Rejection]  # decided from the path alone
     skipped: int  # images left out unread: unlisted with --unlisted skip
 
 
-def path_rejection(path: str, images_root: str) -> str | None:
+def path_rejection(path: str, located: tuple[str, str] | None) -> str | None:
+    """Why the job cannot take ``path`` (``located`` is ``locate``'s answer for it), or None."""
     if any(part in (".", "..") for part in path.split("/")):
         return "path has a '.' or '..' segment"
-    if locate(path, images_root) is None:
+    if located is None:
         return "not at images/<class>/<file>"
     return None
 
@@ -69,11 +99,12 @@ def place(paths: list[str], images_root: str, classes: list[str], split_plan: sp
     kept, rejections, skipped = set(classes), [], 0
     placed: list[tuple[str, str, str | None, str | None]] = []  # (id, uri, group, split or None)
     for path in paths:
-        reason = path_rejection(path, images_root)
+        located = locate(path, images_root)
+        reason = path_rejection(path, located)
         if reason:
             rejections.append(Rejection(path, reason))
             continue
-        class_name, image_id = locate(path, images_root)
+        class_name, image_id = located
         if class_name not in kept:
             continue
         where = split_plan.place(image_id)

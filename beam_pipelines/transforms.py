@@ -20,7 +20,8 @@ import time
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from beam_pipelines.placement import Rejection, ShardTask
+from beam_pipelines import placement
+from beam_pipelines.placement import Rejection, ShardTask, TaskRef
 from foodpipe import images, process_memory, s3, schema, storage
 from foodpipe.tfrecord import TFRecordWriter
 
@@ -29,6 +30,7 @@ PROGRESS_REPORT_S = 1.0  # how often a worker's DoFn instance updates its count
 TRIM_EVERY = 256  # images a writing DoFn inspects between returns of freed memory to the OS
 SUMMARY_FILE = "summary.json"
 MANIFEST_PARTS = "manifest-parts"  # under the staging folder: one part per shard, merged at the end
+TASKS = "tasks"  # under the staging folder: each shard task's image list
 OUTSIDE_LINK = "symbolic link to a file outside the input folder"
 
 
@@ -98,9 +100,9 @@ class WriteShardFn(beam.DoFn):
         self.converted = Metrics.counter(NAMESPACE, "images_converted")
         self.written = Metrics.counter(NAMESPACE, "images_written")
 
-    def process(self, task: ShardTask):
+    def process(self, ref: TaskRef):
         self._first = self._first or time.time()
-        facts = write_shard(task, self.shared, self.seen)
+        facts = write_shard(ref.load(self.shared.settings), self.shared, self.seen)
         self.written.inc(facts["count"])
         process_memory.release_free_memory()
         yield facts
@@ -263,11 +265,15 @@ def build(pipeline, config, planned, staging: str, settings: s3.S3Settings, prog
     ``summary.json``) under ``staging``; with ``progress_dir`` (a local folder, for runners on this
     machine) the writers report their progress there.
 
-    The shard tasks enter with ``Create``, which spreads them over the workers (the DirectRunner
-    reshuffles them; the Dask runner cuts them in partitions); each is written where it lands."""
+    The driver stages each shard task's image list as a file (``placement.stage_tasks``) and the
+    references enter with ``Create``, which spreads them over the workers (the DirectRunner
+    reshuffles them; the Dask runner cuts them in partitions); each is written where it lands.
+    At 101,000 images the lists inside the graph cost 2.9 s before the first image and ~100 MB
+    of the driver's and workers' memory (the runner's copies of a 7 MB ``Create``)."""
+    refs = placement.stage_tasks(planned.placed.tasks, f"{staging}/{TASKS}", settings)
     shards = (
         pipeline
-        | "ShardTasks" >> beam.Create(planned.placed.tasks)
+        | "ShardTasks" >> beam.Create(refs)
         | "WriteShards" >> beam.ParDo(WriteShardFn(shard_settings(config, planned, staging, settings), progress_dir))
     )
     return shards | "WriteDatasetFiles" >> WriteDatasetFiles(staging, planned.placed.rejections, settings)

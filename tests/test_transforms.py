@@ -143,7 +143,8 @@ def test_the_job_writes_every_planned_shard_with_all_its_images(tmp_path):
                              {"train": 8}, seed=0)
     out, facts = tmp_path / "out", tmp_path / "facts.jsonl"
     with pipeline() as p:
-        (p | beam.Create(placed.tasks) | beam.ParDo(transforms.WriteShardFn(shared(tmp_path, ["pizza"])))
+        refs = placement.stage_tasks(placed.tasks, str(tmp_path / "tasks"), S3Settings())
+        (p | beam.Create(refs) | beam.ParDo(transforms.WriteShardFn(shared(tmp_path, ["pizza"])))
          | beam.Map(json.dumps) | beam.io.WriteToText(str(facts), shard_name_template=""))
     written = sorted((json.loads(line) for line in facts.read_text().splitlines()), key=lambda s: s["name"])
     every_shard = [schema.shard_name("train", i, 8) for i in range(8)]
@@ -216,8 +217,9 @@ def shard_examples(path):
         yield tf.train.Example.FromString(raw.numpy())
 
 
-def gathered_parts(tmp_path, per_class: int) -> int:
-    """How many elements the job's one gathering step received, for a synth input of 3 classes."""
+def gathered_parts(tmp_path, per_class: int) -> tuple[int, int]:
+    """How many elements the job's one gathering step received, for a synth input of 3 classes, and
+    the size of the job's graph as the runner gets it (Beam's pipeline proto)."""
     from apache_beam.metrics.metric import MetricsFilter
 
     from beam_pipelines import config as job_config
@@ -230,19 +232,23 @@ def gathered_parts(tmp_path, per_class: int) -> int:
     settings = s3.S3Settings()
     planned = preflight.plan(config, settings)
     p = test_pipeline.TestPipeline(options=beam.options.pipeline_options.PipelineOptions(["--runner=DirectRunner"]))
-    transforms.build(p, config, planned, str(tmp_path / f"staging{per_class}"), settings)
+    transforms.build(p, config, planned, str(tmp_path / f"staging{per_class:03d}"), settings)  # same-length names
+    graph_bytes = len(p.to_runner_api().SerializeToString())
     result = p.run()
     result.wait_until_finish()
     found = result.metrics().query(MetricsFilter().with_name("dataset_parts_gathered"))["counters"]
-    return sum(counter.committed for counter in found)
+    return sum(counter.committed for counter in found), graph_bytes
 
 
 def test_no_step_gathers_every_image_in_one_place(tmp_path):
     """The job's one gathering step (manifest, rejections, summary) receives the shards' facts and a
     start element, however many images there are: 4x the images, the same count. (It used to
-    receive every image's manifest row and class count.)"""
-    few, many = gathered_parts(tmp_path, 4), gathered_parts(tmp_path, 16)
+    receive every image's manifest row and class count.) Nor does the graph carry the images'
+    paths: the shard tasks enter it as references to their staged lists, so its size does not
+    follow the images (with the 36 more paths inside it, Beam's compressed pickle, it grew 968 bytes)."""
+    (few, few_bytes), (many, many_bytes) = gathered_parts(tmp_path, 4), gathered_parts(tmp_path, 16)
     assert few == many == 2 + 1  # one shard for each of train and val at the default size; start
+    assert abs(many_bytes - few_bytes) < 200, (few_bytes, many_bytes)
 
 
 def test_the_jobs_direct_runner_never_tries_prism(monkeypatch):
