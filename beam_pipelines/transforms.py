@@ -268,8 +268,9 @@ def build(pipeline, config, planned, staging: str, settings: s3.S3Settings, prog
     The driver stages each shard task's image list as a file (``placement.stage_tasks``) and the
     references enter with ``Create``, which spreads them over the workers (the DirectRunner
     reshuffles them; the Dask runner cuts them in partitions); each is written where it lands.
-    At 101,000 images the lists inside the graph cost 2.9 s before the first image and ~100 MB
-    of the driver's and workers' memory (the runner's copies of a 7 MB ``Create``)."""
+    With the lists inside the graph (a 7 MB ``Create`` at 101,000 images, which the runner copies)
+    the first image came 4.3 s after planning instead of 1.4 s and the job peaked at 878 MB instead
+    of 734 (``bench preprocess``, docs/SCALING.md)."""
     refs = placement.stage_tasks(planned.placed.tasks, f"{staging}/{TASKS}", settings)
     shards = (
         pipeline

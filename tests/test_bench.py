@@ -1,6 +1,7 @@
 """The benchmarks run on tiny data for the shape of their report, never for their speed."""
 
 import json
+import os
 
 import pytest
 
@@ -59,6 +60,27 @@ def test_bench_preprocess_reports_every_figure(raw_dataset, tmp_path):
     assert len(figures["beam_seconds_each"]) == len(figures["single_loop_seconds_each"]) == 2
     assert figures["beam_seconds"] == min(figures["beam_seconds_each"])
     assert figures["single_loop_seconds"] == min(figures["single_loop_seconds_each"])
+
+
+def test_every_repeat_writes_into_an_empty_output(trainer_dataset, monkeypatch):
+    """With ``--repeats``, the job and the loop each write a new dataset every time, as the first run
+    does, instead of replacing the last run's (which costs the job's commit a delete)."""
+    import shutil
+    import time
+
+    found = []
+
+    def fake_measure(command):  # stands for a run: checks its output is empty, then "writes" it
+        output = command[command.index("--output") + 1]
+        found.append(os.path.exists(output))
+        shutil.copytree(trainer_dataset, output, dirs_exist_ok=True)
+        now = time.time()
+        return {"seconds": 1.0, "started": now - 1, "ended": now, "total_peak_rss_mb": 1.0, "driver_peak_rss_mb": 1.0,
+                "workers_peak_rss_mb": 0.0, "each_worker_peak_rss_mb": [], "stderr": ""}
+
+    monkeypatch.setattr(bench, "measure", fake_measure)
+    result = bench.bench_preprocess(trainer_dataset, [], repeats=3)
+    assert found == [False] * 6 and result["same_output"] is True
 
 
 def test_bench_needs_an_input(tmp_path):
