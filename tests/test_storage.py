@@ -49,6 +49,25 @@ def test_write_read_list_move_delete(root):
     storage.delete_tree(folder, settings)  # twice is fine
 
 
+def test_a_local_listing_is_sorted_depth_first_and_follows_no_folder_link(tmp_path):
+    """Each folder's files in name order, then its subfolders' in name order; a link to a file is
+    listed with its target's size, a dangling one with 0; a link to a folder is not followed."""
+    import os
+
+    for name in ("x", "a/y", "a/b/q", "a/b/c/w", "a/z/k", "b/m"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"1" * len(name))
+    os.symlink(tmp_path / "a", tmp_path / "b" / "folder-link")
+    os.symlink(tmp_path / "nothing", tmp_path / "b" / "dangling")
+    os.symlink(tmp_path / "a" / "b" / "c" / "w", tmp_path / "a" / "file-link")
+    found = storage.list_files(str(tmp_path))
+    assert [(os.path.relpath(path, tmp_path), size) for path, size in found.items()] == [
+        ("x", 1), ("a/file-link", 7), ("a/y", 3), ("a/b/q", 5), ("a/b/c/w", 7), ("a/z/k", 5), ("b/dangling", 0),
+        ("b/m", 3)]
+    assert list(storage.list_files(str(tmp_path / "a"), recursive=False)) == [
+        str(tmp_path / "a" / "file-link"), str(tmp_path / "a" / "y")]
+
+
 def test_write_from_an_open_file_copies_from_its_position_to_its_end(root, monkeypatch):
     folder, settings = root
     monkeypatch.setattr(storage, "CHUNK_BYTES", 7)  # several chunks for a local copy
