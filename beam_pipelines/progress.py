@@ -14,8 +14,8 @@ log = logging.getLogger("foodpipe.preprocess")
 class Progress:
     """Progress lines on the driver while the job validates images: ``done/total`` files and files
     per second, every ``FOODPIPE_PROGRESS_SECONDS`` seconds (default 10), and at the end how the work
-    was shared among the worker processes. Each validating DoFn instance writes its count to a file
-    in a local folder (``InspectImageFn``), so this works for workers on this machine (the
+    was shared among the worker processes. Each shard-writing DoFn instance writes its count to a
+    file in a local folder (``transforms.WriteShardFn``), so this works for workers on this machine (the
     DirectRunner, a Dask cluster on loopback)."""
 
     def __init__(self, total: int):
