@@ -64,7 +64,7 @@ def test_demo_goes_from_nothing_to_a_prediction_and_runs_twice_leaking_no_secret
                          "--mlflow-uri", first["mlflow_ui"].split()[-1], env=canary_env())
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     scores = json.loads(evaluated.stdout.strip().splitlines()[-1])
-    assert scores["count"] == 20 and scores["accuracy"] == pytest.approx(first["test_accuracy"])
+    assert scores["count"] == first["splits"]["test"] and scores["accuracy"] == pytest.approx(first["test_accuracy"])
     printed += [evaluated.stdout, evaluated.stderr]
     assert first["prediction"]["class"] in classes.builtin("seed10")
     assert first["prediction"]["image"].startswith("s3://")
