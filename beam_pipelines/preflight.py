@@ -96,6 +96,8 @@ def plan(config, settings: s3.S3Settings) -> Plan:
     split_plan = plan_split(config, sizes, kept, settings)
     counts, paths = shard_counts(expected_split_bytes(split_plan, sizes), config.shard_size_bytes), sorted(files)
     placed = placement.place(paths, config.images_root, classes, split_plan, counts, config.seed)
+    if split_plan.unlisted == "skip" and split_plan.listed is not None:  # what metadata.json records of it
+        split_plan.description["unlisted_skipped"] = placed.skipped
     return Plan(classes, {task.split: task.count for task in placed.tasks}, paths, split_plan, placed)
 
 

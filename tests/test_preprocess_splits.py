@@ -93,6 +93,7 @@ def test_unlisted_images_go_to_train_or_are_skipped(food, tmp_path, policy):
         assert set(unlisted) <= ids_in(rows, "train")
     else:
         assert not set(unlisted) & {row["id"] for row in rows} and rejected(tmp_path / "ds") == []
+        assert metadata["split_source"]["unlisted_skipped"] == len(unlisted)
     assert metadata["split_source"]["unlisted"] == policy and metadata["split_source"]["val_fraction"] == 0.3
 
 
