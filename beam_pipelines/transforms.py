@@ -218,7 +218,7 @@ def summarize(shards: list[dict], rejections: list[Rejection], directory: str, s
 
 
 def write_dataset_files(group, directory: str, rejections: list[Rejection], settings: s3.S3Settings) -> str:
-    """The manifest, rejections and ``summary.json`` from the shards' facts ``GatherShards``
+    """The manifest, rejections and ``summary.json`` from the shards' facts ``WriteDatasetFiles``
     gathered (``summarize``); returns the summary's path."""
     shards = [value for tag, value in group[1] if tag == "shard"]
     Metrics.counter(NAMESPACE, "dataset_parts_gathered").inc(len(group[1]))
