@@ -75,7 +75,6 @@ def select_classes(available: dict, input_uri: str, classes_file: str | None) ->
 @dataclasses.dataclass(frozen=True)
 class Plan:
     classes: list[str]  # the classes to keep, sorted
-    shard_counts: dict[str, int]  # shards per split
     paths: list[str]  # every listed file, sorted (files of other classes are skipped)
     split_plan: split.SplitPlan = split.SplitPlan()  # where each image goes
     placed: placement.Placement = placement.Placement([], [], 0)  # the job's work: one task per shard
@@ -98,7 +97,7 @@ def plan(config, settings: s3.S3Settings) -> Plan:
     placed = placement.place(paths, config.images_root, classes, split_plan, counts, config.seed)
     if split_plan.unlisted == "skip" and split_plan.listed is not None:  # what metadata.json records of it
         split_plan.description["unlisted_skipped"] = placed.skipped
-    return Plan(classes, {task.split: task.count for task in placed.tasks}, paths, split_plan, placed)
+    return Plan(classes, paths, split_plan, placed)
 
 
 def plan_split(config, sizes: dict[str, int], kept: set[str], settings: s3.S3Settings) -> split.SplitPlan:
